@@ -1,0 +1,279 @@
+//! From an AdmissionReview body to the answer: classify cheaply, gather facts only for pods that
+//! may be ours, decide, and explain (warnings, Events, metrics, logs).
+
+use std::future::Future;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use tracing::{debug, info, warn};
+
+use crate::annotations;
+use crate::decision::{self, Decision, Facts, NotOurs, ServiceFact};
+use crate::metrics::{Metrics, ReasonLabels, RequestLabels, WebhookLabels};
+use crate::review::{BadReview, MetadataOnly, Request, Response};
+use crate::settings::InjectionSettings;
+use crate::template_label::{TemplateDecision, decide_template};
+
+/// What the webhook reads from the cluster.
+pub trait ClusterView: Send + Sync + 'static {
+    /// The StatefulSet `ns/name` whose uid is `uid`. On a cache miss, reads it from the API server
+    /// only when `may_read_live` (the pod is labelled ours): no API call for anyone else's pods.
+    fn statefulset(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        may_read_live: bool,
+    ) -> impl Future<Output = Result<Option<StatefulSet>, String>> + Send;
+    fn service(&self, ns: &str, name: &str) -> ServiceFact;
+    /// The pods of `sts` that exist now, read consistently.
+    fn pods_of(&self, ns: &str, sts: &StatefulSet) -> impl Future<Output = Result<Vec<Pod>, String>> + Send;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Where Kubernetes Events go; fire and forget, never on the admission's critical path.
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, sts: &StatefulSet, event_type: EventType, reason: &'static str, note: String);
+}
+
+/// Discards events (offline use and tests that do not look at them).
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn publish(&self, _: &StatefulSet, _: EventType, _: &'static str, _: String) {}
+}
+
+pub struct Admission<C, E> {
+    pub cluster: C,
+    pub events: E,
+    pub settings: InjectionSettings,
+    pub metrics: Metrics,
+}
+
+const POD_WEBHOOK: &str = "pods";
+const STS_WEBHOOK: &str = "statefulsets";
+
+impl<C: ClusterView, E: EventSink> Admission<C, E> {
+    /// Answers a pod review. Err only when the body cannot be answered at all (HTTP 4xx).
+    pub async fn review_pod(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
+        let started = Instant::now();
+        let result = Request::parse(body).map(|request| async move {
+            let (response, outcome) = self.pod_response(&request).await;
+            (response.to_json(), outcome)
+        });
+        self.finish(POD_WEBHOOK, started, result).await
+    }
+
+    /// Answers a StatefulSet review: keeps the template label equal to the opt-in annotation.
+    pub async fn review_statefulset(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
+        let started = Instant::now();
+        let result = Request::parse(body).map(|request| async move {
+            let (response, outcome) = self.statefulset_response(&request);
+            (response.to_json(), outcome)
+        });
+        self.finish(STS_WEBHOOK, started, result).await
+    }
+
+    async fn finish(
+        &self,
+        webhook: &'static str,
+        started: Instant,
+        result: Result<impl Future<Output = (Vec<u8>, &'static str)>, BadReview>,
+    ) -> Result<Vec<u8>, BadReview> {
+        let (answer, outcome) = match result {
+            Ok(fut) => {
+                let (body, outcome) = fut.await;
+                (Ok(body), outcome)
+            }
+            Err(e) => {
+                warn!(webhook, error = %e.message, "unreadable admission review");
+                (Err(e), "bad_request")
+            }
+        };
+        self.metrics.requests.get_or_create(&RequestLabels { webhook, outcome }).inc();
+        self.metrics
+            .duration
+            .get_or_create(&WebhookLabels { webhook })
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    #[tracing::instrument(name = "pod", skip_all, fields(uid = %request.uid, ns, name))]
+    async fn pod_response(&self, request: &Request<'_>) -> (Response, &'static str) {
+        let response = request.respond();
+        if request.kind.kind != "Pod" || request.operation != "CREATE" {
+            return self.not_ours(response, NotOurs::NotAPodCreate);
+        }
+        // Metadata first: most pods are told apart without decoding their spec.
+        let meta = match request.object::<MetadataOnly>() {
+            Ok(m) => m.metadata,
+            Err(e) => return self.deny(response, "unreadable_pod", format!("cannot read the pod: {e}")),
+        };
+        let ns = request.namespace.clone().or(meta.namespace.clone()).unwrap_or_default();
+        let name = meta.name.clone().or(request.name.clone()).unwrap_or_default();
+        tracing::Span::current().record("ns", ns.as_str()).record("name", name.as_str());
+        let candidate = match decision::classify(&Pod { metadata: meta, ..Default::default() }) {
+            Ok(c) => c,
+            Err(reason) => return self.not_ours(response, reason),
+        };
+        let sts = match self
+            .cluster
+            .statefulset(&ns, &candidate.statefulset, &candidate.statefulset_uid, candidate.labelled)
+            .await
+        {
+            Ok(Some(sts)) => sts,
+            Ok(None) if candidate.labelled => {
+                let msg = format!(
+                    "StatefulSet {ns}/{} that owns this pod was not found, so its peers cannot be \
+                     computed; the StatefulSet controller retries",
+                    candidate.statefulset
+                );
+                return self.deny(response, "owner_not_found", msg);
+            }
+            Ok(None) => return self.not_ours(response, NotOurs::NoStatefulSetOwner),
+            Err(e) => {
+                let msg = format!(
+                    "cannot read StatefulSet {ns}/{} ({e}); refusing rather than starting a \
+                     supervisor without peers; the StatefulSet controller retries",
+                    candidate.statefulset
+                );
+                return self.deny(response, "api_unavailable", msg);
+            }
+        };
+        if !annotations::opted_in(sts.metadata.annotations.as_ref()) {
+            if !candidate.labelled {
+                self.metrics.skips.get_or_create(&ReasonLabels { reason: "not_annotated" }).inc();
+                debug!("StatefulSet not annotated: left alone");
+                return (response, "skipped");
+            }
+            let note = format!(
+                "{name}: not injected: it carries label {}=true but StatefulSet {} is not annotated {}=true",
+                annotations::BOOTSTRAP,
+                candidate.statefulset,
+                annotations::BOOTSTRAP
+            );
+            self.metrics.skips.get_or_create(&ReasonLabels { reason: "label_without_annotation" }).inc();
+            if !request.dry_run {
+                self.events.publish(&sts, EventType::Warning, "InjectionSkipped", note.clone());
+            }
+            info!(%note, "skipped");
+            return (response.with_warnings(vec![truncate(note)]), "skipped");
+        }
+
+        let pod: Pod = match request.object() {
+            Ok(p) => p,
+            Err(e) => return self.deny(response, "unreadable_pod", format!("cannot read the pod: {e}")),
+        };
+        let service_name = sts.spec.as_ref().and_then(|s| s.service_name.clone()).unwrap_or_default();
+        let siblings = match self.cluster.pods_of(&ns, &sts).await {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!(
+                    "cannot list the pods of StatefulSet {ns}/{} to choose peers ({e}); the \
+                     StatefulSet controller retries",
+                    candidate.statefulset
+                );
+                self.events.publish(&sts, EventType::Warning, "InjectionDenied", format!("{name}: {msg}"));
+                return self.deny(response, "api_unavailable", msg);
+            }
+        };
+        let facts = Facts { service: self.cluster.service(&ns, &service_name), statefulset: sts, siblings };
+        match decision::decide(&pod, &facts, &self.settings) {
+            Decision::Inject(injection) => {
+                let patch = json_patch::diff(
+                    &serde_json::to_value(&pod).expect("pods serialize"),
+                    &serde_json::to_value(&injection.pod).expect("pods serialize"),
+                );
+                let plan = match &injection.plan {
+                    crate::peers::PeerPlan::Live(_) => "live_peers",
+                    crate::peers::PeerPlan::FoundRing => "founds_ring",
+                    crate::peers::PeerPlan::AwaitFirst(_) => "await_first",
+                };
+                self.metrics.injections.get_or_create(&ReasonLabels { reason: plan }).inc();
+                info!(summary = %injection.summary, warnings = injection.warnings.len(), dry_run = request.dry_run, "injected");
+                if !request.dry_run {
+                    let mut note = injection.summary.clone();
+                    if !injection.warnings.is_empty() {
+                        note = format!("{note}; warnings: {}", injection.warnings.join("; "));
+                    }
+                    self.events.publish(&facts.statefulset, EventType::Normal, "Injected", note);
+                }
+                let warnings = injection.warnings.into_iter().map(truncate).collect();
+                (response.with_patch(patch).with_warnings(warnings), "injected")
+            }
+            Decision::Deny(msg) => {
+                if !request.dry_run {
+                    self.events.publish(
+                        &facts.statefulset,
+                        EventType::Warning,
+                        "InjectionDenied",
+                        format!("{name}: {msg}"),
+                    );
+                }
+                self.deny(response, "invalid", msg)
+            }
+        }
+    }
+
+    fn statefulset_response(&self, request: &Request<'_>) -> (Response, &'static str) {
+        let response = request.respond();
+        if request.kind.kind != "StatefulSet" || !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
+            return (response, "unchanged");
+        }
+        let sts: StatefulSet = match request.object() {
+            Ok(s) => s,
+            Err(e) => return (response.deny(format!("cannot read the StatefulSet: {e}")), "denied"),
+        };
+        match decide_template(&sts) {
+            TemplateDecision::Unchanged => (response, "unchanged"),
+            TemplateDecision::Deny(msg) => (response.deny(msg), "denied"),
+            TemplateDecision::Relabel { mutated, labelled } => {
+                let patch = json_patch::diff(
+                    &serde_json::to_value(&sts).expect("statefulsets serialize"),
+                    &serde_json::to_value(&*mutated).expect("statefulsets serialize"),
+                );
+                let mut warnings = Vec::new();
+                if request.operation == "UPDATE" {
+                    let verb = if labelled { "gets" } else { "loses" };
+                    warnings.push(format!(
+                        "pod template {verb} label {}=true: existing pods are replaced to apply it",
+                        annotations::BOOTSTRAP
+                    ));
+                }
+                (response.with_patch(patch).with_warnings(warnings), "relabelled")
+            }
+        }
+    }
+
+    fn not_ours(&self, response: Response, reason: NotOurs) -> (Response, &'static str) {
+        self.metrics.skips.get_or_create(&ReasonLabels { reason: reason.reason() }).inc();
+        (response, "skipped")
+    }
+
+    fn deny(&self, response: Response, reason: &'static str, message: String) -> (Response, &'static str) {
+        self.metrics.denials.get_or_create(&ReasonLabels { reason }).inc();
+        warn!(reason, %message, "denied");
+        (response.deny(message), "denied")
+    }
+}
+
+/// kubectl shows warnings one per line; the API guidance is 120 characters, and past 256 they are
+/// cut by the API server.
+fn truncate(mut warning: String) -> String {
+    const MAX: usize = 250;
+    if warning.len() > MAX {
+        let mut end = MAX;
+        while !warning.is_char_boundary(end) {
+            end -= 1;
+        }
+        warning.truncate(end);
+        warning.push('…');
+    }
+    warning
+}

@@ -1,0 +1,104 @@
+//! The status annotation: a record of what we injected, so that a second admission call (webhook
+//! reinvocation, or a replayed request) removes our previous injection and renders it afresh
+//! instead of stacking a second copy (Istio's `sidecar.istio.io/status` does the same).
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde::{Deserialize, Serialize};
+
+use crate::annotations::STATUS;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionStatus {
+    /// hab-bootstrap version that injected.
+    pub version: String,
+    /// The container given peers and env.
+    pub supervisor: String,
+    /// `--peer` values we appended to the supervisor's args (empty when none were).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// `--peer-watch-file` path we appended, in watch-file mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_watch_file: Option<String>,
+    /// Environment variables we added to the supervisor (not those the user had set).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// The role sidecar container, when injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<String>,
+    /// Volume we added (watch-file mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+}
+
+impl InjectionStatus {
+    pub fn read(pod: &Pod) -> Option<Self> {
+        let raw = pod.metadata.annotations.as_ref()?.get(STATUS)?;
+        serde_json::from_str(raw).ok()
+    }
+
+    pub fn write(&self, pod: &mut Pod) {
+        let raw = serde_json::to_string(self).expect("status serializes");
+        pod.metadata.annotations.get_or_insert_default().insert(STATUS.to_owned(), raw);
+    }
+}
+
+/// Removes a previous injection recorded in the pod's status annotation. Only what the record names
+/// is removed; an unreadable record is dropped and treated as no injection.
+pub fn strip_previous(pod: &mut Pod) {
+    let Some(previous) = InjectionStatus::read(pod) else {
+        if let Some(a) = pod.metadata.annotations.as_mut() {
+            a.remove(STATUS);
+        }
+        return;
+    };
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove(STATUS);
+    }
+    let Some(spec) = pod.spec.as_mut() else { return };
+    if let Some(sup) = spec.containers.iter_mut().find(|c| c.name == previous.supervisor) {
+        remove_flag_values(sup, "--peer", &previous.peers);
+        if let Some(path) = &previous.peer_watch_file {
+            remove_flag_values(sup, "--peer-watch-file", std::slice::from_ref(path));
+        }
+        if let Some(env) = sup.env.as_mut() {
+            env.retain(|e| !previous.env.contains(&e.name));
+        }
+        if let Some(volume) = &previous.volume
+            && let Some(mounts) = sup.volume_mounts.as_mut()
+        {
+            mounts.retain(|m| &m.name != volume);
+        }
+    }
+    if let Some(sidecar) = &previous.sidecar {
+        spec.containers.retain(|c| &c.name != sidecar);
+        if let Some(init) = spec.init_containers.as_mut() {
+            init.retain(|c| &c.name != sidecar);
+        }
+    }
+    if let (Some(volume), Some(volumes)) = (&previous.volume, spec.volumes.as_mut()) {
+        volumes.retain(|v| &v.name != volume);
+    }
+}
+
+/// Removes each `flag value` pair (as two tokens, or as `flag=value`) whose value is in `values`.
+fn remove_flag_values(container: &mut Container, flag: &str, values: &[String]) {
+    let Some(args) = container.args.as_mut() else { return };
+    let mut kept = Vec::with_capacity(args.len());
+    let mut tokens = std::mem::take(args).into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        if token == flag && tokens.peek().is_some_and(|v| values.contains(v)) {
+            tokens.next();
+            continue;
+        }
+        if token
+            .strip_prefix(flag)
+            .and_then(|r| r.strip_prefix('='))
+            .is_some_and(|v| values.iter().any(|x| x == v))
+        {
+            continue;
+        }
+        kept.push(token);
+    }
+    container.args = (!kept.is_empty()).then_some(kept);
+}

@@ -1,0 +1,7 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    hab_bootstrap::install_crypto_provider();
+    let cli = hab_bootstrap::cli::Cli::parse();
+    hab_bootstrap::cli::run(cli)
+}

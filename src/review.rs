@@ -1,0 +1,271 @@
+//! The AdmissionReview wire format, read tolerantly and written exactly.
+//!
+//! Our own small types rather than kube's: the pod object stays raw until we know the pod may be
+//! ours (most pods are classified from their metadata alone), and the patch is written as the
+//! base64 string the API server's `[]byte` field expects.
+
+use base64::Engine;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
+
+/// An input we cannot answer with an AdmissionReview: the HTTP status and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadReview {
+    pub status: u16,
+    pub message: String,
+}
+
+impl BadReview {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: 400, message: message.into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: Option<String>,
+    kind: Option<GroupVersionKind>,
+    operation: Option<String>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    namespace: Option<String>,
+    name: Option<String>,
+    #[serde(borrow)]
+    object: Option<&'a RawValue>,
+}
+
+/// A decoded admission request; `object` is still raw JSON.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub api_version: String,
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    pub operation: String,
+    pub dry_run: bool,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub object: Option<&'a RawValue>,
+}
+
+impl<'a> Request<'a> {
+    /// Decodes a review. Errors here are HTTP errors: without a uid there is nothing to answer.
+    pub fn parse(body: &'a [u8]) -> Result<Self, BadReview> {
+        let review: ReviewIn<'a> = serde_json::from_slice(body)
+            .map_err(|e| BadReview::bad_request(format!("body is not an AdmissionReview: {e}")))?;
+        if let Some(kind) = review.kind.as_deref()
+            && kind != "AdmissionReview"
+        {
+            return Err(BadReview::bad_request(format!("kind {kind:?} is not AdmissionReview")));
+        }
+        let api_version = review.api_version.unwrap_or_else(|| API_VERSION_V1.to_owned());
+        if !api_version.starts_with("admission.k8s.io/") {
+            return Err(BadReview::bad_request(format!(
+                "apiVersion {api_version:?} is not admission.k8s.io"
+            )));
+        }
+        let request =
+            review.request.ok_or_else(|| BadReview::bad_request("AdmissionReview has no request"))?;
+        let uid = request
+            .uid
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| BadReview::bad_request("AdmissionReview request has no uid"))?;
+        Ok(Self {
+            api_version,
+            uid,
+            kind: request.kind.unwrap_or_default(),
+            operation: request.operation.unwrap_or_default(),
+            dry_run: request.dry_run.unwrap_or(false),
+            namespace: request.namespace,
+            name: request.name,
+            object: request.object,
+        })
+    }
+
+    /// Decodes the object (or only the parts of it a type declares, such as `metadata`).
+    pub fn object<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        let raw = self.object.ok_or("the request carries no object")?;
+        serde_json::from_str(raw.get()).map_err(|e| format!("the object cannot be read: {e}"))
+    }
+
+    pub fn respond(&self) -> Response {
+        Response {
+            api_version: self.api_version.clone(),
+            uid: self.uid.clone(),
+            allowed: true,
+            message: None,
+            patch: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Metadata only: enough to classify a pod without decoding its spec.
+#[derive(Debug, Deserialize)]
+pub struct MetadataOnly {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+/// An answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    api_version: String,
+    pub uid: String,
+    pub allowed: bool,
+    pub message: Option<String>,
+    pub patch: Option<json_patch::Patch>,
+    pub warnings: Vec<String>,
+}
+
+impl Response {
+    pub fn deny(mut self, message: impl Into<String>) -> Self {
+        self.allowed = false;
+        self.message = Some(message.into());
+        self.patch = None;
+        self
+    }
+
+    pub fn with_patch(mut self, patch: json_patch::Patch) -> Self {
+        self.patch = (!patch.0.is_empty()).then_some(patch);
+        self
+    }
+
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Out<'a> {
+            api_version: &'a str,
+            kind: &'static str,
+            response: Body<'a>,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            uid: &'a str,
+            allowed: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: Option<Status<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch_type: Option<&'static str>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            warnings: &'a [String],
+        }
+        #[derive(Serialize)]
+        struct Status<'a> {
+            code: u16,
+            message: &'a str,
+            reason: &'static str,
+        }
+        let patch = self.patch.as_ref().map(|p| {
+            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(p).expect("patch serializes"))
+        });
+        let out = Out {
+            api_version: &self.api_version,
+            kind: "AdmissionReview",
+            response: Body {
+                uid: &self.uid,
+                allowed: self.allowed,
+                status: self.message.as_deref().filter(|_| !self.allowed).map(|message| Status {
+                    code: 403,
+                    message,
+                    reason: "Forbidden",
+                }),
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+                warnings: &self.warnings,
+            },
+        };
+        serde_json::to_vec(&out).expect("response serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fields_we_use() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",
+            "kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","dryRun":true,
+            "namespace":"ns","name":"p","object":{"metadata":{"name":"p"}},"userInfo":{"username":"x"}}}"#;
+        let r = Request::parse(body).unwrap();
+        assert_eq!(
+            (r.uid.as_str(), r.kind.kind.as_str(), r.operation.as_str(), r.dry_run),
+            ("u1", "Pod", "CREATE", true)
+        );
+        let meta: MetadataOnly = r.object().unwrap();
+        assert_eq!(meta.metadata.name.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn unanswerable_inputs_are_http_400() {
+        for (body, want) in [
+            (&b"{"[..], "not an AdmissionReview"),
+            (b"[]", "not an AdmissionReview"),
+            (b"{}", "no request"),
+            (br#"{"kind":"Pod"}"#, "is not AdmissionReview"),
+            (br#"{"apiVersion":"v1","request":{"uid":"x"}}"#, "not admission.k8s.io"),
+            (br#"{"request":{"uid":""}}"#, "no uid"),
+            (br#"{"request":{"kind":{"kind":"Pod"}}}"#, "no uid"),
+            (br#"{"request":{"uid":5}}"#, "not an AdmissionReview"),
+        ] {
+            let err = Request::parse(body).unwrap_err();
+            assert_eq!(err.status, 400);
+            assert!(err.message.contains(want), "{}: {}", String::from_utf8_lossy(body), err.message);
+        }
+    }
+
+    #[test]
+    fn writes_base64_patch_and_status_only_on_denial() {
+        let r = Request::parse(br#"{"request":{"uid":"u1"}}"#).unwrap();
+        let patch: json_patch::Patch =
+            serde_json::from_str(r#"[{"op":"add","path":"/a","value":1}]"#).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&r.respond().with_patch(patch).to_json()).unwrap();
+        assert_eq!(out["apiVersion"], API_VERSION_V1);
+        assert_eq!(out["response"]["uid"], "u1");
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(out["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&decoded).unwrap()[0]["path"], "/a");
+        assert!(out["response"].get("status").is_none());
+
+        let denied: serde_json::Value =
+            serde_json::from_slice(&r.respond().deny("because").to_json()).unwrap();
+        assert_eq!(denied["response"]["allowed"], false);
+        assert_eq!(denied["response"]["status"]["message"], "because");
+        assert!(denied["response"].get("patch").is_none());
+    }
+}

@@ -1,0 +1,264 @@
+//! The sidecar's metrics and its admin endpoints (`/metrics`, `/livez`, `/readyz`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::census::Role;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub value: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+const ROLE_VALUES: [&str; 3] = ["leader", "follower", "unknown"];
+
+/// Every metric of the sidecar; cheap to clone (the metrics share their values).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub role: Family<RoleLabels, Gauge>,
+    pub census_polls: Counter,
+    pub census_poll_errors: Family<KindLabels, Counter>,
+    pub label_writes: Family<WriteLabels, Counter>,
+    pub peer_file_writes: Family<ResultLabels, Counter>,
+    pub peer_file_peers: Gauge,
+    pub pod_watch_errors: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let metrics = Self::default();
+        // All three series exist from the start, so a dashboard can tell 0 from missing.
+        metrics.set_role(None);
+        metrics
+    }
+
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("hab_bootstrap_sidecar");
+        registry.register(
+            "role",
+            "1 for the role the census gives this pod now (leader, follower or unknown)",
+            self.role.clone(),
+        );
+        registry.register(
+            "census_polls",
+            "Census requests made to the local supervisor",
+            self.census_polls.clone(),
+        );
+        registry.register(
+            "census_poll_errors",
+            "Census requests that gave no census, by kind (connect, request, timeout, status, body, parse)",
+            self.census_poll_errors.clone(),
+        );
+        registry.register(
+            "label_writes",
+            "Role label patches sent to the API server, by value written and result",
+            self.label_writes.clone(),
+        );
+        registry.register(
+            "peer_watch_file_writes",
+            "Replacements of the peer watch file, by result",
+            self.peer_file_writes.clone(),
+        );
+        registry.register(
+            "peer_watch_file_peers",
+            "Peers in the peer watch file",
+            self.peer_file_peers.clone(),
+        );
+        registry.register(
+            "pod_watch_errors",
+            "Errors from the watch on the StatefulSet's pods",
+            self.pod_watch_errors.clone(),
+        );
+        registry
+    }
+
+    pub fn set_role(&self, role: Option<Role>) {
+        let current = role.map_or("unknown", Role::as_str);
+        for value in ROLE_VALUES {
+            let gauge = self.role.get_or_create(&RoleLabels { role: value });
+            gauge.set(i64::from(value == current));
+        }
+    }
+
+    /// Label patches sent, whatever their result: 0 in a steady state.
+    pub fn label_writes_total(&self) -> u64 {
+        let mut total = 0;
+        for value in ["leader", "follower", "removed"] {
+            for result in ["ok", "error"] {
+                if let Some(counter) = self.label_writes.get(&WriteLabels { value, result }) {
+                    total += counter.get();
+                }
+            }
+        }
+        total
+    }
+
+    pub fn census_poll_errors_of(&self, kind: &'static str) -> u64 {
+        self.census_poll_errors.get(&KindLabels { kind }).map_or(0, |counter| counter.get())
+    }
+}
+
+/// What `/livez` and `/readyz` report.
+#[derive(Debug)]
+pub struct Health {
+    last_beat: Mutex<Instant>,
+    stale_after: Duration,
+    ready: AtomicBool,
+}
+
+impl Health {
+    /// `ready` starts false only when something (the first peer file sync) must happen first.
+    pub fn new(stale_after: Duration, ready: bool) -> Self {
+        Self { last_beat: Mutex::new(Instant::now()), stale_after, ready: AtomicBool::new(ready) }
+    }
+
+    /// The role loop calls this every round.
+    pub fn beat(&self) {
+        *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.last_beat.lock().unwrap_or_else(|e| e.into_inner()).elapsed() < self.stale_after
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+}
+
+pub fn admin_router(metrics: &Metrics, health: Arc<Health>) -> Router {
+    let state = AdminState { registry: Arc::new(metrics.registry()), health };
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics_handler(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn livez(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.health.is_live() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "role loop stalled\n")
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "peer watch file not written yet\n")
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+pub async fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|err| anyhow::anyhow!("listening on --metrics-listen {addr}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let metrics = Metrics::new();
+        metrics.set_role(Some(Role::Leader));
+        metrics.census_polls.inc();
+        metrics.census_poll_errors.get_or_create(&KindLabels { kind: "timeout" }).inc();
+        metrics.label_writes.get_or_create(&WriteLabels { value: "leader", result: "ok" }).inc();
+        metrics.peer_file_writes.get_or_create(&ResultLabels { result: "ok" }).inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).unwrap();
+        for line in [
+            "hab_bootstrap_sidecar_role{role=\"leader\"} 1",
+            "hab_bootstrap_sidecar_role{role=\"unknown\"} 0",
+            "hab_bootstrap_sidecar_census_polls_total 1",
+            "hab_bootstrap_sidecar_census_poll_errors_total{kind=\"timeout\"} 1",
+            "hab_bootstrap_sidecar_label_writes_total{value=\"leader\",result=\"ok\"} 1",
+            "hab_bootstrap_sidecar_peer_watch_file_writes_total{result=\"ok\"} 1",
+            "hab_bootstrap_sidecar_peer_watch_file_peers 0",
+            "hab_bootstrap_sidecar_pod_watch_errors_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");
+        }
+        assert_eq!(metrics.label_writes_total(), 1);
+        assert_eq!(metrics.census_poll_errors_of("timeout"), 1);
+    }
+
+    #[test]
+    fn liveness_follows_the_heartbeat() {
+        let health = Health::new(Duration::from_millis(50), false);
+        assert!(health.is_live());
+        assert!(!health.is_ready());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!health.is_live());
+        health.beat();
+        assert!(health.is_live());
+        health.set_ready();
+        assert!(health.is_ready());
+    }
+}

@@ -1,0 +1,191 @@
+//! The polling loop: census → role → label write, with the I/O at the edges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{info, warn};
+
+use crate::census::{Role, RoleDecision, decide_role};
+use crate::sidecar::label::{LabelAction, LabelWriteError, LabelWriter};
+use crate::sidecar::metrics::{Health, KindLabels, Metrics, WriteLabels};
+use crate::sidecar::role_state::{Backoff, RoleTracker};
+use crate::sidecar::supervisor::CensusClient;
+
+#[derive(Debug, Clone)]
+pub struct RoleLoopConfig {
+    pub service_group: Option<String>,
+    pub interval: Duration,
+    pub unknown_grace: Duration,
+    /// Bounds one label patch; a hung API call must not stop the polling.
+    pub write_timeout: Duration,
+    /// Bounds the label removal on the way out (attempts included).
+    pub shutdown_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl RoleLoopConfig {
+    pub fn new(service_group: Option<String>, interval: Duration, unknown_grace: Duration) -> Self {
+        Self {
+            service_group,
+            interval,
+            unknown_grace,
+            write_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one poll saw, reduced to what is logged once per change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Decision(RoleDecision),
+    PollFailed(&'static str),
+}
+
+pub struct RoleLoop<W> {
+    census: CensusClient,
+    writer: W,
+    config: RoleLoopConfig,
+    metrics: Metrics,
+    health: Arc<Health>,
+    tracker: RoleTracker,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    last_seen: Option<Seen>,
+}
+
+impl<W: LabelWriter> RoleLoop<W> {
+    pub fn new(
+        census: CensusClient,
+        writer: W,
+        config: RoleLoopConfig,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            tracker: RoleTracker::new(config.unknown_grace),
+            backoff: Backoff::new(config.backoff_base, config.backoff_max),
+            census,
+            writer,
+            config,
+            metrics,
+            health,
+            retry_at: None,
+            last_seen: None,
+        }
+    }
+
+    /// Polls until `shutdown` resolves, then removes the label (best effort, bounded).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = self.round() => {}
+            }
+        }
+        self.remove_on_shutdown().await;
+    }
+
+    async fn round(&mut self) {
+        self.health.beat();
+        let role = self.poll().await;
+        self.metrics.set_role(role);
+        let now = Instant::now();
+        let Some(action) = self.tracker.observe(role, now.into_std()) else {
+            return;
+        };
+        if self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        match self.write(action).await {
+            Ok(()) => {
+                self.backoff.reset();
+                self.retry_at = None;
+            }
+            Err(err) => {
+                let wait = self.backoff.after_failure(fastrand::f64());
+                self.retry_at = Some(now + wait);
+                warn!(error = %err, action = action.metric_value(), retry_in = ?wait, "role label write failed");
+            }
+        }
+    }
+
+    async fn poll(&mut self) -> Option<Role> {
+        self.metrics.census_polls.inc();
+        match self.census.fetch().await {
+            Ok(census) => {
+                let decision = decide_role(&census, self.config.service_group.as_deref());
+                let role = decision.role();
+                let seen = Seen::Decision(decision);
+                if self.last_seen.as_ref() != Some(&seen) {
+                    if let Seen::Decision(decision) = &seen {
+                        info!(role = %decision, "census role changed");
+                    }
+                    self.last_seen = Some(seen);
+                }
+                role
+            }
+            Err(err) => {
+                let kind = err.kind();
+                self.metrics.census_poll_errors.get_or_create(&KindLabels { kind }).inc();
+                if self.last_seen != Some(Seen::PollFailed(kind)) {
+                    warn!(census_url = %self.census.url(), error = %err, "census unavailable: role unknown");
+                    self.last_seen = Some(Seen::PollFailed(kind));
+                }
+                None
+            }
+        }
+    }
+
+    async fn write(&mut self, action: LabelAction) -> Result<(), LabelWriteError> {
+        let timeout = self.config.write_timeout;
+        let result = tokio::time::timeout(timeout, self.writer.apply(action))
+            .await
+            .unwrap_or(Err(LabelWriteError::Timeout(timeout)));
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .label_writes
+            .get_or_create(&WriteLabels { value: action.metric_value(), result: outcome })
+            .inc();
+        if result.is_ok() {
+            self.tracker.written(action);
+            info!(action = action.metric_value(), "role label written");
+        }
+        result
+    }
+
+    async fn remove_on_shutdown(&mut self) {
+        let Some(action) = self.tracker.on_shutdown() else {
+            return;
+        };
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        loop {
+            match self.write(action).await {
+                Ok(()) => return,
+                Err(err) => {
+                    let wait = backoff.after_failure(fastrand::f64());
+                    if Instant::now() + wait >= deadline {
+                        warn!(error = %err, "could not remove the role label before exiting");
+                        return;
+                    }
+                    warn!(error = %err, retry_in = ?wait, "removing the role label failed");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
