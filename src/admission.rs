@@ -39,14 +39,21 @@ pub enum EventType {
 
 /// Where Kubernetes Events go; fire and forget, never on the admission's critical path.
 pub trait EventSink: Send + Sync + 'static {
-    fn publish(&self, sts: &StatefulSet, event_type: EventType, reason: &'static str, note: String);
+    fn publish(
+        &self,
+        sts: &StatefulSet,
+        pod: &str,
+        event_type: EventType,
+        reason: &'static str,
+        note: String,
+    );
 }
 
 /// Discards events (offline use and tests that do not look at them).
 pub struct NoEvents;
 
 impl EventSink for NoEvents {
-    fn publish(&self, _: &StatefulSet, _: EventType, _: &'static str, _: String) {}
+    fn publish(&self, _: &StatefulSet, _: &str, _: EventType, _: &'static str, _: String) {}
 }
 
 pub struct Admission<C, E> {
@@ -160,7 +167,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             );
             self.metrics.skips.get_or_create(&ReasonLabels { reason: "label_without_annotation" }).inc();
             if !request.dry_run {
-                self.events.publish(&sts, EventType::Warning, "InjectionSkipped", note.clone());
+                self.events.publish(&sts, &name, EventType::Warning, "InjectionSkipped", note.clone());
             }
             info!(%note, "skipped");
             return (response.with_warnings(vec![truncate(note)]), "skipped");
@@ -179,7 +186,13 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                      StatefulSet controller retries",
                     candidate.statefulset
                 );
-                self.events.publish(&sts, EventType::Warning, "InjectionDenied", format!("{name}: {msg}"));
+                self.events.publish(
+                    &sts,
+                    &name,
+                    EventType::Warning,
+                    "InjectionDenied",
+                    format!("{name}: {msg}"),
+                );
                 return self.deny(response, "api_unavailable", msg);
             }
         };
@@ -202,7 +215,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                     if !injection.warnings.is_empty() {
                         note = format!("{note}; warnings: {}", injection.warnings.join("; "));
                     }
-                    self.events.publish(&facts.statefulset, EventType::Normal, "Injected", note);
+                    self.events.publish(&facts.statefulset, &name, EventType::Normal, "Injected", note);
                 }
                 let warnings = injection.warnings.into_iter().map(truncate).collect();
                 (response.with_patch(patch).with_warnings(warnings), "injected")
@@ -211,6 +224,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                 if !request.dry_run {
                     self.events.publish(
                         &facts.statefulset,
+                        &name,
                         EventType::Warning,
                         "InjectionDenied",
                         format!("{name}: {msg}"),

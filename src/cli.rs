@@ -13,6 +13,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the admission webhook server.
+    Webhook(Box<crate::webhook_cmd::WebhookArgs>),
+    /// Print the pod the StatefulSet controller would create for an ordinal, after injection.
+    Inject(Box<crate::inject_cmd::InjectArgs>),
+    /// Create certificates for the webhook.
+    Certs(crate::certs::CertsArgs),
     /// Run the role sidecar: label this pod leader/follower from the local Supervisor's census.
     Sidecar(crate::sidecar::SidecarArgs),
     /// Read a Supervisor census once and print the role the sidecar would apply.
@@ -21,6 +27,9 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Inject(args) => crate::inject_cmd::run(*args),
+        Command::Certs(args) => crate::certs::run(args),
+        Command::Webhook(args) => runtime().block_on(crate::webhook_cmd::run(*args)),
         Command::Sidecar(args) => runtime().block_on(crate::sidecar::run(args)),
         Command::Role(args) => runtime().block_on(crate::census::run_role_command(args)),
     };

@@ -7,17 +7,23 @@
 pub mod admission;
 pub mod annotations;
 pub mod census;
+pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod decision;
+pub mod inject_cmd;
 pub mod injection;
 pub mod metrics;
 pub mod peers;
 pub mod pod_identity;
+pub mod process;
 pub mod review;
+pub mod server;
 pub mod settings;
 pub mod sidecar;
 pub mod supervisor;
 pub mod template_label;
+pub mod webhook_cmd;
 
 /// rustls needs exactly one process-wide crypto provider; kube, tokio-rustls and rcgen are all built
 /// with `ring` only, and we install it before anything builds a TLS config.

@@ -1,0 +1,193 @@
+//! The webhook's view of the cluster: reflector caches of StatefulSets and Services, a consistent
+//! live read of an opted-in StatefulSet's pods, and Kubernetes Events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServiceSpec};
+use kube::api::ListParams;
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tracing::warn;
+
+use crate::admission::{ClusterView, EventSink, EventType};
+use crate::decision::{ServiceFact, selector_string};
+
+pub struct KubeCluster {
+    client: Client,
+    statefulsets: Store<StatefulSet>,
+    services: Store<Service>,
+    live_read_timeout: Duration,
+}
+
+impl KubeCluster {
+    /// Starts the watches; the caches fill in the background (see [`KubeCluster::wait_synced`]).
+    pub fn start(client: Client, live_read_timeout: Duration) -> Self {
+        let statefulsets = spawn_reflector(Api::<StatefulSet>::all(client.clone()), strip_statefulset);
+        let services = spawn_reflector(Api::<Service>::all(client.clone()), strip_service);
+        Self { client, statefulsets, services, live_read_timeout }
+    }
+
+    pub async fn wait_synced(&self) {
+        // Err means the writer is gone, which only happens at shutdown.
+        let _ = self.statefulsets.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+fn spawn_reflector<K>(api: Api<K>, strip: fn(&mut K)) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                warn!(kind = %K::kind(&()), error = %e, "watch error; retrying with backoff");
+            }
+        }
+    });
+    reader
+}
+
+/// Keeps only what the admission decision reads: a large cluster's StatefulSets and Services stay
+/// a few hundred bytes each in memory.
+fn strip_statefulset(sts: &mut StatefulSet) {
+    sts.metadata.managed_fields = None;
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.template = Default::default();
+        spec.volume_claim_templates = None;
+    }
+    sts.status = None;
+}
+
+fn strip_service(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    svc.metadata.annotations = None;
+    svc.metadata.labels = None;
+    svc.spec = svc.spec.take().map(|s| ServiceSpec {
+        cluster_ip: s.cluster_ip,
+        publish_not_ready_addresses: s.publish_not_ready_addresses,
+        ..Default::default()
+    });
+    svc.status = None;
+}
+
+impl ClusterView for KubeCluster {
+    async fn statefulset(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        may_read_live: bool,
+    ) -> Result<Option<StatefulSet>, String> {
+        let cached = self.statefulsets.get(&ObjectRef::new(name).within(ns));
+        if let Some(sts) = cached.filter(|s| s.metadata.uid.as_deref() == Some(uid)) {
+            return Ok(Some(Arc::unwrap_or_clone(sts)));
+        }
+        if !may_read_live {
+            return Ok(None);
+        }
+        // The controller creates pod 0 milliseconds after the StatefulSet: the watch may not have
+        // delivered it yet.
+        let api = Api::<StatefulSet>::namespaced(self.client.clone(), ns);
+        match tokio::time::timeout(self.live_read_timeout, api.get_opt(name)).await {
+            Err(_) => Err(format!("no answer from the API server within {:?}", self.live_read_timeout)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(sts)) => Ok(sts.filter(|s| s.metadata.uid.as_deref() == Some(uid))),
+        }
+    }
+
+    fn service(&self, ns: &str, name: &str) -> ServiceFact {
+        match self.services.get(&ObjectRef::new(name).within(ns)) {
+            Some(svc) => ServiceFact::Found(Box::new(Arc::unwrap_or_clone(svc))),
+            None => ServiceFact::Missing,
+        }
+    }
+
+    /// A quorum read, not the cache: the controller creates pod k the moment pod k-1 turns Ready,
+    /// and a watch a few milliseconds behind would leave pod k-1 out of pod k's peers.
+    async fn pods_of(&self, ns: &str, sts: &StatefulSet) -> Result<Vec<Pod>, String> {
+        let selector = sts.spec.as_ref().map(|s| selector_string(s.selector.clone())).unwrap_or_default();
+        if selector.is_empty() {
+            return Err("the StatefulSet has an empty selector".to_owned());
+        }
+        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+        let params = ListParams::default().labels(&selector);
+        let list = api.list(&params);
+        match tokio::time::timeout(self.live_read_timeout, list).await {
+            Err(_) => Err(format!("no answer from the API server within {:?}", self.live_read_timeout)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(list)) => Ok(list.items),
+        }
+    }
+}
+
+/// Publishes Events with kube's recorder, in the background so admission never waits on them.
+pub struct KubeEvents {
+    recorder: Recorder,
+}
+
+impl KubeEvents {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter { controller: "hab-bootstrap".to_owned(), instance };
+        Self { recorder: Recorder::new(client, reporter) }
+    }
+}
+
+impl EventSink for KubeEvents {
+    fn publish(
+        &self,
+        sts: &StatefulSet,
+        pod: &str,
+        event_type: EventType,
+        reason: &'static str,
+        note: String,
+    ) {
+        let recorder = self.recorder.clone();
+        let reference = sts.object_ref(&());
+        let event = Event {
+            type_: match event_type {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: reason.to_owned(),
+            // The API caps notes at 1 kB.
+            note: Some(note.chars().take(1000).collect()),
+            action: "Admit".to_owned(),
+            // Without a per-pod related object the recorder folds every pod's event into one series.
+            secondary: Some(ObjectReference {
+                kind: Some("Pod".to_owned()),
+                api_version: Some("v1".to_owned()),
+                name: Some(pod.to_owned()),
+                namespace: reference.namespace.clone(),
+                ..Default::default()
+            }),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "could not publish an Event");
+            }
+        });
+    }
+}

@@ -1,0 +1,71 @@
+//! The webhook's HTTP routes: thin translation between HTTP and [`Admission`].
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::admission::{Admission, ClusterView, EventSink};
+use crate::review::BadReview;
+
+/// The API server sends the object (and on updates the old object too); controller-runtime accepts
+/// 7 MiB, and so do we, with room for the review's envelope.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+pub const POD_PATH: &str = "/mutate";
+pub const STATEFULSET_PATH: &str = "/mutate-statefulset";
+
+pub fn router<C: ClusterView, E: EventSink>(admission: Arc<Admission<C, E>>) -> Router {
+    Router::new()
+        .route(POD_PATH, post(mutate_pod::<C, E>))
+        .route(STATEFULSET_PATH, post(mutate_statefulset::<C, E>))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(admission)
+}
+
+async fn mutate_pod<C: ClusterView, E: EventSink>(
+    State(admission): State<Arc<Admission<C, E>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(rejection) = require_json(&headers) {
+        return rejection;
+    }
+    answer(admission.review_pod(&body).await)
+}
+
+async fn mutate_statefulset<C: ClusterView, E: EventSink>(
+    State(admission): State<Arc<Admission<C, E>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(rejection) = require_json(&headers) {
+        return rejection;
+    }
+    answer(admission.review_statefulset(&body).await)
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), Response> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        let message = format!("content type {content_type:?} is not application/json\n");
+        Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response())
+    }
+}
+
+fn answer(result: Result<Vec<u8>, BadReview>) -> Response {
+    match result {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, format!("{}\n", e.message)).into_response()
+        }
+    }
+}

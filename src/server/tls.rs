@@ -1,0 +1,107 @@
+//! The serving certificate, reloaded without a restart.
+//!
+//! Kubernetes updates a mounted Secret by swapping a `..data` symlink, which file-write watchers
+//! miss (kubernetes#111947). Polling the contents catches every kind of replacement; the new key is
+//! swapped in atomically and used from the next handshake on, while open connections keep theirs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::{info, warn};
+
+pub struct CertReloader {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: ArcSwap<Loaded>,
+}
+
+struct Loaded {
+    /// The PEM bytes the key was built from, to notice a change without parsing.
+    pem: (Vec<u8>, Vec<u8>),
+    key: Arc<CertifiedKey>,
+}
+
+impl fmt::Debug for CertReloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertReloader").field("cert_path", &self.cert_path).finish_non_exhaustive()
+    }
+}
+
+impl CertReloader {
+    /// Loads the certificate chain and key; fails if either is unreadable or they do not match.
+    pub fn load(cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> anyhow::Result<Arc<Self>> {
+        let (cert_path, key_path) = (cert_path.into(), key_path.into());
+        let pem = read_pair(&cert_path, &key_path)?;
+        let key = certified_key(&pem.0, &pem.1)?;
+        Ok(Arc::new(Self { cert_path, key_path, current: ArcSwap::from_pointee(Loaded { pem, key }) }))
+    }
+
+    /// Re-reads the files; swaps in a changed, valid pair. Returns whether the key changed.
+    pub fn reload(&self) -> anyhow::Result<bool> {
+        let pem = read_pair(&self.cert_path, &self.key_path)?;
+        if pem == self.current.load().pem {
+            return Ok(false);
+        }
+        let key = certified_key(&pem.0, &pem.1)?;
+        self.current.store(Arc::new(Loaded { pem, key }));
+        Ok(true)
+    }
+
+    /// Polls the files every `interval` for as long as the process runs. A half-written or
+    /// mismatched pair is reported and the previous certificate kept.
+    pub fn spawn_polling(self: &Arc<Self>, interval: Duration) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match this.reload() {
+                    Ok(true) => info!(cert = %this.cert_path.display(), "serving certificate reloaded"),
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %format!("{e:#}"), "keeping the current certificate"),
+                }
+            }
+        });
+    }
+
+    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
+        let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ])
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+}
+
+impl ResolvesServerCert for CertReloader {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.load().key))
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()));
+    Ok((read(cert)?, read(key)?))
+}
+
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<CertifiedKey>> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(!chain.is_empty(), "no certificate in the certificate file");
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| anyhow::anyhow!("reading the private key: {e}"))?;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .ok_or_else(|| anyhow::anyhow!("no rustls crypto provider installed"))?;
+    let certified = CertifiedKey::from_der(chain, key, provider)?;
+    Ok(Arc::new(certified))
+}
