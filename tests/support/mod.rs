@@ -99,6 +99,8 @@ pub struct MemoryCluster {
     pub uncached_statefulsets: Vec<StatefulSet>,
     pub api_down: bool,
     pub live_reads: Mutex<u32>,
+    /// How long each pod list takes, to hold requests in flight.
+    pub list_delay: std::time::Duration,
 }
 
 fn find<'a, T: kube::Resource>(items: &'a [T], ns: &str, name: &str) -> Option<&'a T> {
@@ -134,6 +136,9 @@ impl ClusterView for MemoryCluster {
 
     async fn pods_of(&self, ns: &str, _sts: &StatefulSet) -> Result<Vec<Pod>, String> {
         *self.live_reads.lock().unwrap() += 1;
+        if !self.list_delay.is_zero() {
+            tokio::time::sleep(self.list_delay).await;
+        }
         if self.api_down {
             return Err("connection refused".into());
         }

@@ -1,0 +1,212 @@
+//! The webhook server over real TLS sockets on 127.0.0.1: HTTP/2 and HTTP/1.1 by ALPN, a plaintext
+//! client, certificate rotation while connections are open, and a graceful drain.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hab_bootstrap::certs::{CertificateAuthority, ServingCert};
+use hab_bootstrap::server::routes::router;
+use hab_bootstrap::server::serve_tls;
+use hab_bootstrap::server::tls::CertReloader;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+struct Server {
+    addr: SocketAddr,
+    certs: Arc<CertReloader>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn issue(ca: &CertificateAuthority) -> ServingCert {
+    ca.issue(&["localhost".into()], &["127.0.0.1".parse().unwrap()], time::Duration::days(1)).unwrap()
+}
+
+fn write_pair(dir: &Path, cert: &ServingCert) {
+    hab_bootstrap::certs::write(&dir.join("tls.crt"), &cert.cert_pem, 0o644).unwrap();
+    hab_bootstrap::certs::write(&dir.join("tls.key"), &cert.key_pem, 0o600).unwrap();
+}
+
+async fn start(ca: &CertificateAuthority) -> Server {
+    start_with_delay(ca, Duration::ZERO).await
+}
+
+async fn start_with_delay(ca: &CertificateAuthority, list_delay: Duration) -> Server {
+    hab_bootstrap::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), &issue(ca));
+    let certs = CertReloader::load(dir.path().join("tls.crt"), dir.path().join("tls.key")).unwrap();
+    let cluster = MemoryCluster {
+        statefulsets: vec![statefulset("redis", "default", "redis-headless", 3, &[])],
+        services: vec![headless_service("redis-headless", "default", true)],
+        pods: vec![sibling("redis", "default", 0, true), sibling("redis", "default", 1, true)],
+        list_delay,
+        ..Default::default()
+    };
+    let app = router(Arc::new(admission(cluster)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_tls(
+        listener,
+        certs.server_config(),
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Server { addr, certs, stop, task, _dir: dir }
+}
+
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+fn client(ca_pem: &str, http2: bool) -> HttpsClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only();
+    let connector = if http2 { builder.enable_http2().build() } else { builder.enable_http1().build() };
+    Client::builder(TokioExecutor::new()).http2_only(http2).build(connector)
+}
+
+async fn post_review(client: &HttpsClient, addr: SocketAddr) -> Result<(hyper::Version, Answer), String> {
+    let body = serde_json::to_vec(&redis_review()).unwrap();
+    let req = hyper::Request::post(format!("https://{addr}/mutate"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let version = resp.version();
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((version, decode(&bytes)))
+}
+
+#[tokio::test]
+async fn http2_and_http1_over_tls() {
+    let ca = CertificateAuthority::generate("test CA", time::Duration::days(1)).unwrap();
+    let server = start(&ca).await;
+    let (version, answer) = post_review(&client(&ca.cert_pem, true), server.addr).await.unwrap();
+    assert_eq!(version, hyper::Version::HTTP_2);
+    assert!(answer.allowed && answer.patch.is_some());
+    let (version, answer) = post_review(&client(&ca.cert_pem, false), server.addr).await.unwrap();
+    assert_eq!(version, hyper::Version::HTTP_11);
+    assert!(answer.patch.is_some());
+    let _ = server.stop.send(());
+    server.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn plaintext_and_garbage_do_not_hurt_the_server() {
+    let ca = CertificateAuthority::generate("test CA", time::Duration::days(1)).unwrap();
+    let server = start(&ca).await;
+    let mut plain = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    plain.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    let mut buf = Vec::new();
+    // rustls answers a non-TLS client with an alert (or just closes): never an HTTP response.
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf))
+        .await
+        .expect("connection closed");
+    assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1"));
+    let mut garbage = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    garbage.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0]).await.unwrap();
+    drop(garbage);
+    let (_, answer) = post_review(&client(&ca.cert_pem, true), server.addr).await.unwrap();
+    assert!(answer.allowed);
+    let _ = server.stop.send(());
+}
+
+#[tokio::test]
+async fn rotated_certificate_is_served_without_a_restart() {
+    let old_ca = CertificateAuthority::generate("old CA", time::Duration::days(1)).unwrap();
+    let server = start(&old_ca).await;
+    let old_client = client(&old_ca.cert_pem, true);
+    post_review(&old_client, server.addr).await.unwrap();
+
+    let new_ca = CertificateAuthority::generate("new CA", time::Duration::days(1)).unwrap();
+    write_pair(server._dir.path(), &issue(&new_ca));
+    assert!(server.certs.reload().unwrap(), "the new pair is picked up");
+    assert!(!server.certs.reload().unwrap(), "and only once");
+
+    // New connections get the new certificate: trusted by the new CA, not by the old.
+    post_review(&client(&new_ca.cert_pem, true), server.addr).await.unwrap();
+    let refused = post_review(&client(&old_ca.cert_pem, true), server.addr).await.unwrap_err();
+    assert!(refused.contains("UnknownIssuer") || refused.contains("certificate"), "{refused}");
+    // The connection opened before the rotation keeps working.
+    post_review(&old_client, server.addr).await.unwrap();
+
+    // A half-written pair (key of another certificate) is refused and the current one kept.
+    let stray = issue(&new_ca);
+    hab_bootstrap::certs::write(&server._dir.path().join("tls.key"), &stray.key_pem, 0o600).unwrap();
+    assert!(server.certs.reload().is_err());
+    post_review(&client(&new_ca.cert_pem, true), server.addr).await.unwrap();
+    let _ = server.stop.send(());
+}
+
+#[tokio::test]
+async fn reload_follows_a_kubernetes_secret_symlink_swap() {
+    // A mounted Secret: tls.crt -> ..data/tls.crt, ..data -> ..2026_01_01_v1; the kubelet writes a
+    // new timestamped directory and swaps the ..data link.
+    hab_bootstrap::install_crypto_provider();
+    let ca = CertificateAuthority::generate("CA", time::Duration::days(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let version = |name: &str, cert: &ServingCert| {
+        let v = dir.path().join(name);
+        std::fs::create_dir(&v).unwrap();
+        write_pair(&v, cert);
+    };
+    let (first, second) = (issue(&ca), issue(&ca));
+    version("..v1", &first);
+    std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        std::os::unix::fs::symlink(format!("..data/{f}"), dir.path().join(f)).unwrap();
+    }
+    let certs = CertReloader::load(dir.path().join("tls.crt"), dir.path().join("tls.key")).unwrap();
+    version("..v2", &second);
+    std::os::unix::fs::symlink("..v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    assert!(certs.reload().unwrap());
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let ca = CertificateAuthority::generate("test CA", time::Duration::days(1)).unwrap();
+    // Each request takes 300 ms inside the handler, so all of them are in flight at the stop.
+    let server = start_with_delay(&ca, Duration::from_millis(300)).await;
+    let c = client(&ca.cert_pem, true);
+    post_review(&c, server.addr).await.unwrap();
+    let in_flight: Vec<_> = (0..16)
+        .map(|_| {
+            let c = c.clone();
+            let addr = server.addr;
+            tokio::spawn(async move { post_review(&c, addr).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = server.stop.send(());
+    let mut ok = 0;
+    for r in in_flight {
+        if r.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), server.task).await.expect("drained").unwrap();
+    assert_eq!(ok, 16, "every request sent before the stop was answered");
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err(), "no longer accepting");
+}
