@@ -1,0 +1,244 @@
+//! The end-to-end harness: a real kube-apiserver, etcd, controller-manager, scheduler and kwok
+//! started by `scripts/control-plane.sh run` (which exports `KUBECONFIG` and `CP_APISERVER_URL`),
+//! our webhook as a local process with a generated certificate, registered from `webhook/` with a
+//! URL client config and a real caBundle.
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hab_bootstrap::certs::CertificateAuthority;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+pub const CLUSTER_DOMAIN: &str = "hab.test";
+
+/// The shared webhook process and what it needs to be restarted.
+pub struct Webhook {
+    pub port: u16,
+    pub admin_port: u16,
+    pub ca_pem: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// None when no control plane was started for us (plain `cargo test`): the test is skipped with a
+/// message. CI sets HAB_BOOTSTRAP_E2E_REQUIRED so that a missing control plane fails instead.
+pub fn enabled() -> bool {
+    let on = std::env::var_os("CP_APISERVER_URL").is_some() && std::env::var_os("KUBECONFIG").is_some();
+    if !on {
+        assert!(
+            std::env::var_os("HAB_BOOTSTRAP_E2E_REQUIRED").is_none(),
+            "HAB_BOOTSTRAP_E2E_REQUIRED is set but no control plane: run through scripts/test"
+        );
+        eprintln!("skipped: no control plane (run `scripts/test` to start one)");
+    }
+    on
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Webhook {
+    fn new() -> Self {
+        hab_bootstrap::install_crypto_provider();
+        let dir = std::env::temp_dir().join(format!("hab-bootstrap-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = CertificateAuthority::generate("hab-bootstrap e2e CA", time::Duration::days(1)).unwrap();
+        let serving = ca
+            .issue(&["localhost".into()], &["127.0.0.1".parse().unwrap()], time::Duration::days(1))
+            .unwrap();
+        hab_bootstrap::certs::write(&dir.join("tls.crt"), &serving.cert_pem, 0o644).unwrap();
+        hab_bootstrap::certs::write(&dir.join("tls.key"), &serving.key_pem, 0o600).unwrap();
+        Self { port: free_port(), admin_port: free_port(), ca_pem: ca.cert_pem, dir, child: None }
+    }
+
+    pub fn cert_reloader(&self) -> std::sync::Arc<hab_bootstrap::server::tls::CertReloader> {
+        hab_bootstrap::server::tls::CertReloader::load(self.dir.join("tls.crt"), self.dir.join("tls.key"))
+            .unwrap()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("webhook.log")
+    }
+
+    pub fn start(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"));
+        // If this test process dies (a timeout's SIGKILL), the webhook goes with it.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command
+            .args(["webhook", "--log-format", "text", "--shutdown-delay", "0s", "--drain-timeout", "5s"])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
+            .args(["--tls-cert", self.dir.join("tls.crt").to_str().unwrap()])
+            .args(["--tls-key", self.dir.join("tls.key").to_str().unwrap()])
+            .args(["--cluster-domain", CLUSTER_DOMAIN, "--sidecar-image", "hab-bootstrap:e2e"])
+            .env("RUST_LOG", "info,hab_bootstrap=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting the webhook");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ready() {
+            assert!(
+                Instant::now() < deadline,
+                "webhook not ready in 30 s; log: {}",
+                self.log_path().display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM and wait, as Kubernetes stops a pod.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        http_get(self.admin_port, "/readyz").is_some_and(|(status, _)| status == 200)
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin_port, "/metrics").map(|(_, body)| body).unwrap_or_default()
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal HTTP/1.0 GET to 127.0.0.1 (the admin port is plain HTTP).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Starts the webhook and registers the project's configuration for it.
+pub async fn start_webhook(client: &Client) -> Webhook {
+    let mut w = Webhook::new();
+    w.start();
+    register(
+        client,
+        &w.ca_pem,
+        w.port,
+        "hab-bootstrap",
+        &repo_file("webhook/mutating-webhook-configuration.yaml"),
+    )
+    .await;
+    wait_until_effective(client).await;
+    w
+}
+
+pub fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub async fn client() -> Client {
+    Client::try_default().await.expect("a client from KUBECONFIG")
+}
+
+/// Registers a webhook configuration file with every clientConfig turned into a URL on
+/// 127.0.0.1:`port` (keeping each path) and the caBundle of our CA: the selectors, policies and
+/// rules are the ones users install.
+pub async fn register(client: &Client, ca_pem: &str, port: u16, name: &str, file: &Path) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut config: MutatingWebhookConfiguration = serde_yaml_ng::from_str(&text).unwrap();
+    config.metadata.name = Some(name.to_owned());
+    for hook in config.webhooks.iter_mut().flatten() {
+        let path = hook.client_config.service.as_ref().and_then(|s| s.path.clone()).unwrap_or_default();
+        hook.client_config.service = None;
+        hook.client_config.url = Some(format!("https://127.0.0.1:{port}{path}"));
+        hook.client_config.ca_bundle = Some(ByteString(ca_pem.as_bytes().to_vec()));
+    }
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    api.patch(name, &PatchParams::apply("hab-bootstrap-e2e").force(), &Patch::Apply(&config)).await.unwrap();
+}
+
+/// Webhook configurations take effect asynchronously: wait until a dry-run StatefulSet comes back
+/// labelled by us.
+async fn wait_until_effective(client: &Client) {
+    let ns = namespace(client, "e2e-probe").await;
+    let api = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
+    let sts = crate::objects::statefulset("probe", "probe", 1, &[("habitat/bootstrap", "true")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = api.create(&PostParams { dry_run: true, ..Default::default() }, &sts).await.unwrap();
+        let labels = created.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        if labels.get("habitat/bootstrap").map(String::as_str) == Some("true") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the webhook configuration never took effect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates a namespace (labels optional) and waits for its default ServiceAccount.
+pub async fn namespace_with(client: &Client, name: &str, labels: serde_json::Value) -> String {
+    let api = Api::<Namespace>::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    api.patch(name, &PatchParams::apply("hab-bootstrap-e2e").force(), &Patch::Apply(&ns)).await.unwrap();
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sa.get_opt("default").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no default ServiceAccount in {name}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    name.to_owned()
+}
+
+pub async fn namespace(client: &Client, name: &str) -> String {
+    namespace_with(client, name, json!({})).await
+}
+
+/// Polls `f` until it returns Some, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
