@@ -116,7 +116,7 @@ impl fmt::Display for RoleDecision {
 pub enum UnknownReason {
     #[error("election in progress in {group}")]
     ElectionInProgress { group: String },
-    #[error("no quorum in {group}: fewer than half of its members are alive or known")]
+    #[error("no quorum in {group}: no more than half of its members are alive")]
     NoQuorum { group: String },
     #[error("election status of {group} is not one this program knows")]
     UnrecognizedElectionStatus { group: String },
@@ -214,7 +214,7 @@ pub struct RoleArgs {
     #[arg(long, env = "HABITAT_BOOTSTRAP_GATEWAY_TOKEN", hide_env_values = true)]
     pub token: Option<GatewayToken>,
     /// How long to wait for the census.
-    #[arg(long, default_value = "5s", value_parser = crate::sidecar::duration::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
 }
 

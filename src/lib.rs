@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod decision;
+pub mod duration;
 pub mod inject_cmd;
 pub mod injection;
 pub mod metrics;

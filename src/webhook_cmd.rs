@@ -12,12 +12,12 @@ use tracing::{error, info, warn};
 
 use crate::admission::Admission;
 use crate::cluster::{KubeCluster, KubeEvents};
+use crate::duration::parse_duration;
 use crate::process::{self, LogFormat};
 use crate::server::admin::{self, Readiness};
 use crate::server::tls::CertReloader;
 use crate::server::{routes, serve_tls};
 use crate::settings::InjectionSettings;
-use crate::sidecar::duration::parse_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {

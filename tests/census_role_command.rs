@@ -43,7 +43,7 @@ async fn prints_the_role_of_every_capture() {
         (
             "no-quorum",
             vec![],
-            "unknown: no quorum in roletest.prod: fewer than half of its members are alive or known\n",
+            "unknown: no quorum in roletest.prod: no more than half of its members are alive\n",
         ),
         (
             "no-services",

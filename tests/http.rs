@@ -59,7 +59,8 @@ async fn bad_requests_get_precise_http_errors() {
     };
     let full = serde_json::to_vec(&redis_review()).unwrap();
     let truncated = full[..full.len() / 2].to_vec();
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    type Case = (&'static str, &'static str, Option<&'static str>, Vec<u8>, StatusCode, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/mutate",

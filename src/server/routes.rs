@@ -32,7 +32,7 @@ async fn mutate_pod<C: ClusterView, E: EventSink>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(rejection) = require_json(&headers) {
+    if let Some(rejection) = unless_json(&headers) {
         return rejection;
     }
     answer(admission.review_pod(&body).await)
@@ -43,21 +43,21 @@ async fn mutate_statefulset<C: ClusterView, E: EventSink>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(rejection) = require_json(&headers) {
+    if let Some(rejection) = unless_json(&headers) {
         return rejection;
     }
     answer(admission.review_statefulset(&body).await)
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), Response> {
+/// A 415 response unless the body is declared JSON.
+fn unless_json(headers: &HeaderMap) -> Option<Response> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        let message = format!("content type {content_type:?} is not application/json\n");
-        Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response())
+        return None;
     }
+    let message = format!("content type {content_type:?} is not application/json\n");
+    Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response())
 }
 
 fn answer(result: Result<Vec<u8>, BadReview>) -> Response {

@@ -261,4 +261,27 @@ mod tests {
         health.set_ready();
         assert!(health.is_ready());
     }
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, String) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn admin_endpoints_answer() {
+        let metrics = Metrics::new();
+        let health = Arc::new(Health::new(Duration::from_secs(60), false));
+        let router = admin_router(&metrics, health.clone());
+        let (status, body) = get(&router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("hab_bootstrap_sidecar_role{role=\"unknown\"} 1"), "{body}");
+        assert_eq!(get(&router, "/livez").await.0, StatusCode::OK);
+        assert_eq!(get(&router, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        health.set_ready();
+        assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
+    }
 }

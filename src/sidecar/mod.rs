@@ -2,10 +2,16 @@
 //! in watch-file mode, keeps the Supervisor's `--peer-watch-file` equal to the other live pods of
 //! its StatefulSet.
 //!
+//! Peers, two modes (chosen per StatefulSet by the webhook):
+//! - `--peer` names injected at admission: nothing runs here; the Supervisor resolves them once
+//!   at start. Enough when `/hab/sup` is on a PersistentVolume (a restart rejoins from its state).
+//! - `--peer-watch-file` (this module's `pod_watch`): the file always lists the other live pods'
+//!   IPs, and the Supervisor reads it whenever it knows no other member, so a pod restarted with
+//!   no state and a new IP, or pods started in parallel, still find the ring. Costs a pod watch.
+//!
 //! Decisions are pure (`census::decide_role`, `role_state`, `peer_set`); this module wires them to
 //! the census client, the API server, the file system and the signals.
 
-pub mod duration;
 pub mod label;
 pub mod metrics;
 pub mod peer_file;
@@ -26,7 +32,6 @@ use kube::Api;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use self::duration::parse_duration;
 use self::label::KubeLabelWriter;
 use self::metrics::{Health, Metrics, admin_router, bind_admin, serve_admin};
 use self::peer_file::PeerFile;
@@ -34,6 +39,7 @@ use self::peer_set::{DEFAULT_GOSSIP_PORT, PeerSelector};
 use self::pod_watch::PodWatch;
 use self::role_loop::{RoleLoop, RoleLoopConfig};
 use self::supervisor::{CensusClient, GatewayToken};
+use crate::duration::parse_duration;
 
 /// How long the other tasks get to finish after the role loop has removed the label.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,8 +56,10 @@ pub struct SidecarArgs {
     /// Label written on the pod (values `leader` / `follower`).
     #[arg(long, env = "HABITAT_BOOTSTRAP_LABEL_KEY", default_value = "role")]
     pub label_key: String,
+    /// This pod's name (downward API).
     #[arg(long, env = "HABITAT_BOOTSTRAP_POD_NAME")]
     pub pod_name: String,
+    /// This pod's namespace (downward API).
     #[arg(long, env = "HABITAT_BOOTSTRAP_POD_NAMESPACE")]
     pub pod_namespace: String,
     /// Bearer token, when the Supervisor sets HAB_SUP_GATEWAY_AUTH_TOKEN.
@@ -64,20 +72,31 @@ pub struct SidecarArgs {
     #[arg(long, env = "HABITAT_BOOTSTRAP_CENSUS_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration)]
     pub census_timeout: Duration,
     /// How long the role may stay unknown (election, no quorum, supervisor unreachable) before
-    /// the label is removed. 5s: five polls, so one slow poll never flaps the label, yet shorter
-    /// than a failover (4 s after a graceful stop, ~19 s after a crash).
+    /// the label is removed. 5s: five polls, so one failed poll never flaps the label; longer than
+    /// the ~4 s election after a graceful leader stop, so followers keep their label through it;
+    /// well under the ~19 s after a crash, so a Service soon stops routing to an electing pod.
     #[arg(long, env = "HABITAT_BOOTSTRAP_UNKNOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub unknown_grace: Duration,
     /// Plain-HTTP admin listener: /metrics, /livez, /readyz.
     #[arg(long, env = "HABITAT_BOOTSTRAP_METRICS_LISTEN", default_value = "0.0.0.0:9639")]
     pub metrics_listen: SocketAddr,
+    #[arg(long, env = "HABITAT_BOOTSTRAP_LOG_FORMAT", value_enum, default_value_t = crate::process::LogFormat::Json)]
+    pub log_format: crate::process::LogFormat,
+    /// Watch-file mode. Boxed: these options would otherwise make every `cli::Command` large.
+    #[command(flatten)]
+    pub peer_watch: Box<PeerWatchArgs>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Peer watch file")]
+pub struct PeerWatchArgs {
     /// Keep this file equal to the IPs of the other live pods of --statefulset.
     #[arg(long, env = "HABITAT_BOOTSTRAP_PEER_WATCH_FILE", requires_all = ["statefulset", "pod_selector"])]
     pub peer_watch_file: Option<PathBuf>,
-    /// The StatefulSet whose pods are peers (watch-file mode).
+    /// The StatefulSet whose pods are peers.
     #[arg(long, env = "HABITAT_BOOTSTRAP_STATEFULSET")]
     pub statefulset: Option<String>,
-    /// Label selector of the StatefulSet's pods, e.g. `app=redis` (watch-file mode).
+    /// Label selector of the StatefulSet's pods, e.g. `app=redis`.
     #[arg(long, env = "HABITAT_BOOTSTRAP_POD_SELECTOR")]
     pub pod_selector: Option<String>,
     /// The Supervisors' gossip port, written into the file when not 9638.
@@ -104,12 +123,11 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         census_timeout,
         unknown_grace,
         metrics_listen,
-        peer_watch_file,
-        statefulset,
-        pod_selector,
-        gossip_port,
+        log_format,
+        peer_watch,
     } = args;
-    init_logging();
+    let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, gossip_port } = *peer_watch;
+    crate::process::init_logging(log_format);
     validate_label_key(&label_key)?;
     let census = CensusClient::new(&census_url, token, census_timeout)?;
     let client = kube::Client::try_default()
@@ -156,7 +174,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         tasks.spawn(watch.run(stopped()));
     }
     tokio::spawn(async move {
-        termination_signal().await;
+        crate::process::termination_signal().await;
         info!("termination signal received: removing the role label and stopping");
         let _ = stop_tx.send(true);
     });
@@ -169,29 +187,6 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         warn!("background tasks did not stop in time");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn termination_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(err) => {
-            warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the sidecar cleanly");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Err: a subscriber is already installed (by main or a test), which is fine.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
 /// A label key the API server would refuse would make every write fail forever: refuse it here.
@@ -272,7 +267,7 @@ mod tests {
         assert_eq!(args.interval, Duration::from_secs(1));
         assert_eq!(args.unknown_grace, Duration::from_secs(5));
         assert_eq!(args.metrics_listen, "0.0.0.0:9639".parse().unwrap());
-        assert_eq!(args.gossip_port, 9000);
+        assert_eq!(args.peer_watch.gossip_port, 9000);
         assert_eq!(args.service_group.as_deref(), Some("redis.default"));
     }
 

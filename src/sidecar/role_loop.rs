@@ -129,12 +129,9 @@ impl<W: LabelWriter> RoleLoop<W> {
             Ok(census) => {
                 let decision = decide_role(&census, self.config.service_group.as_deref());
                 let role = decision.role();
-                let seen = Seen::Decision(decision);
-                if self.last_seen.as_ref() != Some(&seen) {
-                    if let Seen::Decision(decision) = &seen {
-                        info!(role = %decision, "census role changed");
-                    }
-                    self.last_seen = Some(seen);
+                if !matches!(&self.last_seen, Some(Seen::Decision(last)) if *last == decision) {
+                    info!(role = %decision, "census role changed");
+                    self.last_seen = Some(Seen::Decision(decision));
                 }
                 role
             }
@@ -171,21 +168,18 @@ impl<W: LabelWriter> RoleLoop<W> {
         let Some(action) = self.tracker.on_shutdown() else {
             return;
         };
-        let deadline = Instant::now() + self.config.shutdown_timeout;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
-        loop {
-            match self.write(action).await {
-                Ok(()) => return,
-                Err(err) => {
-                    let wait = backoff.after_failure(fastrand::f64());
-                    if Instant::now() + wait >= deadline {
-                        warn!(error = %err, "could not remove the role label before exiting");
-                        return;
-                    }
-                    warn!(error = %err, retry_in = ?wait, "removing the role label failed");
-                    tokio::time::sleep(wait).await;
-                }
+        let limit = self.config.shutdown_timeout;
+        let removed = tokio::time::timeout(limit, async {
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+            while let Err(err) = self.write(action).await {
+                let wait = backoff.after_failure(fastrand::f64());
+                warn!(error = %err, retry_in = ?wait, "removing the role label failed");
+                tokio::time::sleep(wait).await;
             }
+        })
+        .await;
+        if removed.is_err() {
+            warn!(within = ?limit, "could not remove the role label before exiting");
         }
     }
 }

@@ -36,10 +36,11 @@ impl fmt::Debug for GatewayToken {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CensusError {
-    #[error("cannot connect to the supervisor: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
-    #[error("request to the supervisor failed: {0}")]
-    Request(#[source] hyper_util::client::legacy::Error),
+    // hyper's own message is only "client error (Connect)": the reason is in its sources.
+    #[error("cannot connect to the supervisor: {}", with_sources(.0))]
+    Connect(hyper_util::client::legacy::Error),
+    #[error("request to the supervisor failed: {}", with_sources(.0))]
+    Request(hyper_util::client::legacy::Error),
     #[error("no answer from the supervisor within {0:?}")]
     Timeout(Duration),
     #[error("the supervisor answered HTTP {0}{hint}", hint = status_hint(*.0))]
@@ -48,6 +49,17 @@ pub enum CensusError {
     Body(String),
     #[error("the body is not a census: {0}")]
     Parse(#[source] serde_json::Error),
+}
+
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
 }
 
 fn status_hint(status: StatusCode) -> &'static str {
