@@ -461,6 +461,8 @@ cmd_start() {
     job-controller cronjob-controller disruption-controller resourcequota-controller
     endpoints-controller endpointslice-controller endpointslice-mirroring-controller
     pod-garbage-collector-controller ttl-after-finished-controller persistentvolumeclaim-protection-controller
+    # binds claims to pre-created PersistentVolumes (no provisioner here), so volumeClaimTemplates work
+    persistentvolume-binder-controller
     service-cidr-controller validatingadmissionpolicy-status-controller
     # removes the node.kubernetes.io/not-ready taint that admission puts on every new Node once
     # kwok reports it Ready (and would taint it again if kwok stopped renewing its lease)
