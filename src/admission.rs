@@ -29,6 +29,9 @@ pub trait ClusterView: Send + Sync + 'static {
     fn service(&self, ns: &str, name: &str) -> ServiceFact;
     /// The pods of `sts` that exist now, read consistently.
     fn pods_of(&self, ns: &str, sts: &StatefulSet) -> impl Future<Output = Result<Vec<Pod>, String>> + Send;
+    /// Whether `ns/service_account` may patch pods in `ns`; None when it could not be checked
+    /// (only a warning depends on it).
+    fn can_patch_pods(&self, ns: &str, service_account: &str) -> impl Future<Output = Option<bool>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +181,12 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             Err(e) => return self.deny(response, "unreadable_pod", format!("cannot read the pod: {e}")),
         };
         let service_name = sts.spec.as_ref().and_then(|s| s.service_name.clone()).unwrap_or_default();
-        let siblings = match self.cluster.pods_of(&ns, &sts).await {
+        // Both reads go to the API server; run them side by side.
+        let (siblings, sidecar_can_label) = tokio::join!(
+            self.cluster.pods_of(&ns, &sts),
+            self.cluster.can_patch_pods(&ns, decision::service_account(&pod))
+        );
+        let siblings = match siblings {
             Ok(p) => p,
             Err(e) => {
                 let msg = format!(
@@ -196,7 +204,12 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                 return self.deny(response, "api_unavailable", msg);
             }
         };
-        let facts = Facts { service: self.cluster.service(&ns, &service_name), statefulset: sts, siblings };
+        let facts = Facts {
+            service: self.cluster.service(&ns, &service_name),
+            statefulset: sts,
+            siblings,
+            sidecar_can_label,
+        };
         match decision::decide(&pod, &facts, &self.settings) {
             Decision::Inject(injection) => {
                 let patch = json_patch::diff(

@@ -1,13 +1,15 @@
 //! The webhook's view of the cluster: reflector caches of StatefulSets and Services, a consistent
 //! live read of an opted-in StatefulSet's pods, and Kubernetes Events.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServiceSpec};
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -22,14 +24,19 @@ pub struct KubeCluster {
     statefulsets: Store<StatefulSet>,
     services: Store<Service>,
     live_read_timeout: Duration,
+    /// SubjectAccessReview answers by (namespace, ServiceAccount): RBAC rarely changes, and a
+    /// rollout asks the same question once per pod.
+    access: Mutex<HashMap<(String, String), (Instant, bool)>>,
 }
+
+const ACCESS_TTL: Duration = Duration::from_secs(60);
 
 impl KubeCluster {
     /// Starts the watches; the caches fill in the background (see [`KubeCluster::wait_synced`]).
     pub fn start(client: Client, live_read_timeout: Duration) -> Self {
         let statefulsets = spawn_reflector(Api::<StatefulSet>::all(client.clone()), strip_statefulset);
         let services = spawn_reflector(Api::<Service>::all(client.clone()), strip_service);
-        Self { client, statefulsets, services, live_read_timeout }
+        Self { client, statefulsets, services, live_read_timeout, access: Mutex::default() }
     }
 
     pub async fn wait_synced(&self) {
@@ -125,6 +132,47 @@ impl ClusterView for KubeCluster {
         }
     }
 
+    async fn can_patch_pods(&self, ns: &str, service_account: &str) -> Option<bool> {
+        let key = (ns.to_owned(), service_account.to_owned());
+        if let Some(allowed) = self.cached_access(&key) {
+            return Some(allowed);
+        }
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(format!("system:serviceaccount:{ns}:{service_account}")),
+                groups: Some(vec![
+                    "system:serviceaccounts".to_owned(),
+                    format!("system:serviceaccounts:{ns}"),
+                    "system:authenticated".to_owned(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(ns.to_owned()),
+                    verb: Some("patch".to_owned()),
+                    resource: Some("pods".to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api = Api::<SubjectAccessReview>::all(self.client.clone());
+        let allowed = match tokio::time::timeout(
+            self.live_read_timeout,
+            api.create(&PostParams::default(), &review),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => answer.status?.allowed,
+            Ok(Err(e)) => {
+                warn!(error = %e, "SubjectAccessReview failed; not warning about the sidecar's permissions");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        self.access.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), allowed));
+        Some(allowed)
+    }
+
     /// A quorum read, not the cache: the controller creates pod k the moment pod k-1 turns Ready,
     /// and a watch a few milliseconds behind would leave pod k-1 out of pod k's peers.
     async fn pods_of(&self, ns: &str, sts: &StatefulSet) -> Result<Vec<Pod>, String> {
@@ -140,6 +188,13 @@ impl ClusterView for KubeCluster {
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(list)) => Ok(list.items),
         }
+    }
+}
+
+impl KubeCluster {
+    fn cached_access(&self, key: &(String, String)) -> Option<bool> {
+        let cache = self.access.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(key).filter(|(at, _)| at.elapsed() < ACCESS_TTL).map(|(_, allowed)| *allowed)
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Facts {
     pub service: ServiceFact,
     /// The pods of the StatefulSet that exist now (any state; liveness is decided here).
     pub siblings: Vec<Pod>,
+    /// Whether the pod's ServiceAccount may patch pods (the sidecar's label); None: not checked.
+    pub sidecar_can_label: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +201,11 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
         if service_account_mount.is_none() {
             warnings
                 .push("no ServiceAccount token is mounted: the role sidecar cannot label its pod".to_owned());
+        } else if facts.sidecar_can_label == Some(false) {
+            warnings.push(format!(
+                "ServiceAccount {:?} may not patch pods: the role sidecar cannot label its pod (docs/sidecar.md)",
+                service_account(pod)
+            ));
         }
         let inputs = SidecarInputs {
             http_port: flags.http_port,
@@ -241,6 +248,15 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
     let status = injection::apply(&mut mutated, injection_plan);
     let summary = summarize(&pod_name, &plan, &status, options.peer_mode);
     Ok(Injection { pod: mutated, status, plan, warnings, summary })
+}
+
+/// The ServiceAccount the pod runs as (the API server defaults it before calling us).
+pub fn service_account(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
 }
 
 fn containers_named<'a>(pod: &'a Pod, name: &'a str) -> impl Iterator<Item = &'a Container> {

@@ -124,7 +124,7 @@ pub fn render(
     };
     let pod = pod_for(&sts, ordinal);
     let siblings = live.iter().filter(|&&o| o != ordinal).map(|&o| running(pod_for(&sts, o), o)).collect();
-    let facts = Facts { statefulset: sts, service, siblings };
+    let facts = Facts { statefulset: sts, service, siblings, sidecar_can_label: None };
     match decision::decide(&pod, &facts, settings) {
         Decision::Deny(msg) => bail!("the webhook would refuse this pod: {msg}"),
         Decision::Inject(injection) => {

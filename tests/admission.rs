@@ -397,3 +397,31 @@ async fn statefulset_template_label_follows_the_annotation() {
     assert!(!answer.allowed);
     assert!(answer.message.unwrap().contains("habitat/role-sidecar"));
 }
+
+#[tokio::test]
+async fn a_service_account_that_cannot_label_is_warned_about() {
+    let mut cluster = cluster_with(&[(0, true)], true, &[]);
+    cluster.sidecar_can_label = Some(false);
+    let (answer, _, _, _) = admit(cluster, &redis_pod()).await;
+    assert!(
+        answer.warnings.iter().any(|w| w.contains("ServiceAccount \"redis\" may not patch pods")),
+        "{:?}",
+        answer.warnings
+    );
+    for allowed in [Some(true), None] {
+        let mut cluster = cluster_with(&[(0, true)], true, &[]);
+        cluster.sidecar_can_label = allowed;
+        let (answer, _, _, _) = admit(cluster, &redis_pod()).await;
+        assert!(!answer.warnings.iter().any(|w| w.contains("may not patch")), "{:?}", answer.warnings);
+    }
+}
+
+#[tokio::test]
+async fn watch_file_mode_holds_the_supervisor_until_the_file_is_synced() {
+    let watch = [("habitat/peer-mode", "watch-file")];
+    let (_, out, _, _) = admit(cluster_with(&[(0, true)], true, &watch), &redis_pod()).await;
+    let probe = &out["spec"]["initContainers"][0]["startupProbe"];
+    assert_eq!(probe["httpGet"]["path"], "/readyz");
+    let (_, out, _, _) = admit(cluster_with(&[(0, true)], true, &[]), &redis_pod()).await;
+    assert!(out["spec"]["initContainers"][0]["startupProbe"].is_null());
+}

@@ -97,6 +97,18 @@ pub fn sidecar_container(settings: &InjectionSettings, inputs: &SidecarInputs) -
             failure_threshold: Some(3),
             ..Default::default()
         }),
+        // In watch-file mode the supervisor should start with its peer file written: a native
+        // sidecar's startupProbe holds the containers after it until /readyz (first sync) passes.
+        startup_probe: inputs.watch_file.as_ref().filter(|_| settings.native_sidecar).map(|_| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".to_owned()),
+                port: IntOrString::Int(settings.sidecar_metrics_port.into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(60),
+            ..Default::default()
+        }),
         resources: Some(ResourceRequirements {
             requests: Some(quantities(&settings.sidecar_cpu_request, &settings.sidecar_memory_request)),
             limits: Some(quantities(&settings.sidecar_cpu_limit, &settings.sidecar_memory_limit)),

@@ -101,6 +101,8 @@ pub struct MemoryCluster {
     pub live_reads: Mutex<u32>,
     /// How long each pod list takes, to hold requests in flight.
     pub list_delay: std::time::Duration,
+    /// What a SubjectAccessReview for the pod's ServiceAccount answers.
+    pub sidecar_can_label: Option<bool>,
 }
 
 fn find<'a, T: kube::Resource>(items: &'a [T], ns: &str, name: &str) -> Option<&'a T> {
@@ -108,6 +110,10 @@ fn find<'a, T: kube::Resource>(items: &'a [T], ns: &str, name: &str) -> Option<&
 }
 
 impl ClusterView for MemoryCluster {
+    async fn can_patch_pods(&self, _ns: &str, _service_account: &str) -> Option<bool> {
+        self.sidecar_can_label
+    }
+
     async fn statefulset(
         &self,
         ns: &str,
