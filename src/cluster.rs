@@ -182,8 +182,11 @@ impl ClusterView for KubeCluster {
         }
         let api = Api::<Pod>::namespaced(self.client.clone(), ns);
         let params = ListParams::default().labels(&selector);
+        let started = Instant::now();
         let list = api.list(&params);
-        match tokio::time::timeout(self.live_read_timeout, list).await {
+        let result = tokio::time::timeout(self.live_read_timeout, list).await;
+        tracing::debug!(ns, %selector, elapsed = ?started.elapsed(), "listed the StatefulSet's pods");
+        match result {
             Err(_) => Err(format!("no answer from the API server within {:?}", self.live_read_timeout)),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(list)) => Ok(list.items),
