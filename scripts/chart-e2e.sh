@@ -17,8 +17,8 @@
 #     Deployments' pods are admitted (kwok runs them); `certs watch`, as the chart's certs
 #     ServiceAccount with the chart's Deployment arguments, creates the Secret and the caBundle;
 #  4. a second apply changes nothing (resourceVersions equal, `kubectl diff` empty); an upgrade with
-#     changed values keeps the caBundle we own; an unreachable webhook refuses opted-in
-#     StatefulSets only (fail closed), never the others;
+#     changed values keeps the caBundle we own, and so does `kubectl apply -k webhook/`; an
+#     unreachable webhook refuses opted-in StatefulSets only (fail closed), never the others;
 #  5. helm install, upgrade (twice) and uninstall of a second release: the caBundle survives
 #     upgrades, and uninstall leaves nothing (the certificate Secret is garbage-collected).
 #
@@ -277,6 +277,9 @@ owner=$(kubectl -n "$NS" get secret hab-bootstrap-tls -o jsonpath='{.metadata.ow
 managers=$(kubectl get mutatingwebhookconfiguration hab-bootstrap --show-managed-fields -o jsonpath='{range .metadata.managedFields[*]}{.manager}/{.operation} {end}')
 [[ $managers == *"hab-bootstrap-certs/Apply"* ]] || fail "managers: $managers"
 ok "Secret (owned by the configuration) and caBundle written; managers: $managers"
+kubectl create --dry-run=server -f certs/rotate-now-job.yaml >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; fail "certs/rotate-now-job.yaml refused"; }
+if grep -i warning "$WORK/err" >&2; then fail "certs/rotate-now-job.yaml: warnings"; fi
+ok "certs/rotate-now-job.yaml accepted in the restricted namespace"
 
 # ------------------------------------------------------------------------------------------------
 step "a second apply changes nothing; kubectl diff is empty"
@@ -299,6 +302,14 @@ both_bundles_set hab-bootstrap || fail "the upgrade removed the caBundle"
 [[ $(kubectl -n "$NS" get secret hab-bootstrap-tls -o jsonpath='{.metadata.resourceVersion}') == "$secret_rv" ]] ||
   fail "the Secret changed"
 ok "timeoutSeconds 7, caBundle kept, Secret untouched"
+
+step "the plain manifests: kubectl apply --server-side -k webhook/ over the install, then kubectl diff"
+kubectl apply --server-side -k webhook/ >/dev/null
+kubectl diff --server-side -k webhook/ >&2 || fail "kubectl diff -k webhook/ is not empty after applying it"
+both_bundles_set hab-bootstrap || fail "applying webhook/ removed the caBundle"
+[[ $(kubectl get mutatingwebhookconfiguration hab-bootstrap -o jsonpath='{.webhooks[*].timeoutSeconds}') == "5 5" ]] ||
+  fail "webhook/ did not set its own values"
+ok "applied, no diff afterwards, caBundle kept"
 
 step "nobody serves the installed webhook here: opted-in StatefulSets are refused, others are not"
 kubectl create namespace elsewhere >/dev/null
