@@ -216,6 +216,12 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                     &serde_json::to_value(&pod).expect("pods serialize"),
                     &serde_json::to_value(&injection.pod).expect("pods serialize"),
                 );
+                if patch.0.is_empty() {
+                    // Already injected as we would (a reinvocation, a replayed request): nothing
+                    // to change, and nothing new to say.
+                    debug!(summary = %injection.summary, "already injected");
+                    return (response, "unchanged");
+                }
                 let plan = match &injection.plan {
                     crate::peers::PeerPlan::Live(_) => "live_peers",
                     crate::peers::PeerPlan::FoundRing => "founds_ring",

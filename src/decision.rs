@@ -123,13 +123,14 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
             )
         })?;
 
-    let mut mutated = pod.clone();
-    injection::strip_previous(&mut mutated);
-    let containers = mutated.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    // Read the pod as the user wrote it, without an earlier injection of ours.
+    let mut analysed = pod.clone();
+    injection::strip_previous(&mut analysed);
+    let containers = analysed.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
     let sup_index = supervisor::find_supervisor(containers, options.supervisor_container.as_deref())?;
     let sup = &containers[sup_index];
     let flags = supervisor::parse_flags(sup);
-    if let Some(clash) = containers_named(&mutated, SIDECAR_NAME).next().filter(|_| options.role_sidecar) {
+    if let Some(clash) = containers_named(&analysed, SIDECAR_NAME).next().filter(|_| options.role_sidecar) {
         return Err(format!(
             "the pod already has a container named {:?}, the role sidecar's name; rename it or set \
              {}=\"false\"",
@@ -187,7 +188,7 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
         ));
     }
     check_statefulset(sts, &flags, &sts_name, &mut warnings);
-    check_state_volume(&mutated, sup, &mut warnings);
+    check_state_volume(&analysed, sup, &mut warnings);
     let pod_name = ring.pod_name(own_ordinal);
     if pod_name.len() > 63 {
         warnings.push(format!(
@@ -225,7 +226,7 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
 
     let peers_env = plan.peers().join(" ");
     let injection_plan = InjectionPlan {
-        supervisor: sup_index,
+        supervisor: sup.name.clone(),
         peer_args: if !user_peers && options.peer_mode == PeerMode::Args {
             plan.peers().to_vec()
         } else {
@@ -245,6 +246,7 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
         ],
         sidecar,
     };
+    let mut mutated = pod.clone();
     let status = injection::apply(&mut mutated, injection_plan);
     let summary = summarize(&pod_name, &plan, &status, options.peer_mode);
     Ok(Injection { pod: mutated, status, plan, warnings, summary })

@@ -9,7 +9,8 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub webhook: &'static str,
-    /// `injected`, `relabelled`, `unchanged`, `skipped`, `denied`, `bad_request`.
+    /// `injected`, `unchanged` (already injected as we would), `relabelled`, `skipped`, `denied`,
+    /// `bad_request`.
     pub outcome: &'static str,
 }
 

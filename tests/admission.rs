@@ -425,3 +425,27 @@ async fn watch_file_mode_holds_the_supervisor_until_the_file_is_synced() {
     let (_, out, _, _) = admit(cluster_with(&[(0, true)], true, &[]), &redis_pod()).await;
     assert!(out["spec"]["initContainers"][0]["startupProbe"].is_null());
 }
+
+#[tokio::test]
+async fn a_real_reinvocation_review_changes_nothing() {
+    let review: Value =
+        serde_json::from_str(include_str!("fixtures/admission/captured-reinvocation-redis-1.json")).unwrap();
+    let object = &review["request"]["object"];
+    let mut sts = statefulset("redis", "e2e-reinvoke", "redis", 2, &[]);
+    sts.metadata.uid = object["metadata"]["ownerReferences"][0]["uid"].as_str().map(str::to_owned);
+    let mut redis_0 = sibling("redis", "e2e-reinvoke", 0, true);
+    redis_0.metadata.owner_references.as_mut().unwrap()[0].uid = sts.metadata.uid.clone().unwrap();
+    let cluster = MemoryCluster {
+        statefulsets: vec![sts],
+        services: vec![headless_service("redis", "e2e-reinvoke", true)],
+        pods: vec![redis_0],
+        ..Default::default()
+    };
+    let mut a = admission(cluster);
+    a.settings.cluster_domain = "hab.test".into();
+    a.settings.sidecar_image = "hab-bootstrap:e2e".into();
+    let answer = decode(&a.review_pod(&serde_json::to_vec(&review).unwrap()).await.unwrap());
+    assert!(answer.allowed);
+    assert_eq!(answer.uid, review["request"]["uid"]);
+    assert!(answer.patch.is_none(), "{:?}", answer.patch);
+}

@@ -24,8 +24,12 @@ fn inject(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
 }
 
 fn peers(pod: &Value) -> Vec<String> {
-    let args: Vec<&str> =
-        pod["spec"]["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let args: Vec<&str> = pod["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     args.windows(2).filter(|w| w[0] == "--peer").map(|w| w[1].split('.').next().unwrap().to_owned()).collect()
 }
 

@@ -82,7 +82,7 @@ pub fn strip_previous(pod: &mut Pod) {
 }
 
 /// Removes each `flag value` pair (as two tokens, or as `flag=value`) whose value is in `values`.
-fn remove_flag_values(container: &mut Container, flag: &str, values: &[String]) {
+pub(crate) fn remove_flag_values(container: &mut Container, flag: &str, values: &[String]) {
     let Some(args) = container.args.as_mut() else { return };
     let mut kept = Vec::with_capacity(args.len());
     let mut tokens = std::mem::take(args).into_iter().peekable();

@@ -359,6 +359,18 @@ async fn s9_reinvocation(client: &Client, webhook: &Webhook) {
     assert_eq!(peers(pod), vec![fqdn("redis", 0, "redis", &ns)]);
     assert_eq!(sidecars(pod), 1);
     assert!(other.calls() >= 2, "the other webhook was called for both pods");
+    // Each pod was admitted twice by us, and the second time changed nothing.
+    let unchanged = webhook
+        .metrics()
+        .lines()
+        .find(|l| {
+            l.starts_with("hab_bootstrap_admission_requests_total")
+                && l.contains("outcome=\"unchanged\"")
+                && l.contains("webhook=\"pods\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(unchanged >= 2, "reinvocations answered without a patch: {unchanged}");
     Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(client.clone())
         .delete("zz-other", &DeleteParams::default())
         .await
@@ -394,6 +406,11 @@ mod other_webhook {
             "/mutate",
             post(move |axum::Json(review): axum::Json<Value>| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                // HAB_BOOTSTRAP_E2E_CAPTURE=<file> keeps a real review from the API server, the
+                // source of tests/fixtures/admission/captured-*.json.
+                if let Ok(path) = std::env::var("HAB_BOOTSTRAP_E2E_CAPTURE") {
+                    let _ = std::fs::write(path, serde_json::to_string_pretty(&review).unwrap());
+                }
                 async move {
                     let has_env = review["request"]["object"]["spec"]["containers"][0]["env"].is_array();
                     let patch = if has_env {
