@@ -32,10 +32,7 @@ async fn mutate_pod<C: ClusterView, E: EventSink>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(rejection) = unless_json(&headers) {
-        return rejection;
-    }
-    answer(admission.review_pod(&body).await)
+    respond(&headers, admission.review_pod(&body)).await
 }
 
 async fn mutate_statefulset<C: ClusterView, E: EventSink>(
@@ -43,10 +40,21 @@ async fn mutate_statefulset<C: ClusterView, E: EventSink>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(rejection) = unless_json(&headers) {
+    respond(&headers, admission.review_statefulset(&body)).await
+}
+
+/// Runs `review` (lazy until awaited) only for a JSON body, and turns its result into HTTP.
+async fn respond(headers: &HeaderMap, review: impl Future<Output = Result<Vec<u8>, BadReview>>) -> Response {
+    if let Some(rejection) = unless_json(headers) {
         return rejection;
     }
-    answer(admission.review_statefulset(&body).await)
+    match review.await {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, format!("{}\n", e.message)).into_response()
+        }
+    }
 }
 
 /// A 415 response unless the body is declared JSON.
@@ -58,14 +66,4 @@ fn unless_json(headers: &HeaderMap) -> Option<Response> {
     }
     let message = format!("content type {content_type:?} is not application/json\n");
     Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response())
-}
-
-fn answer(result: Result<Vec<u8>, BadReview>) -> Response {
-    match result {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => {
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            (status, format!("{}\n", e.message)).into_response()
-        }
-    }
 }
