@@ -5,7 +5,7 @@
 //! base64 string the API server's `[]byte` field expects.
 
 use base64::Engine;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -123,11 +123,26 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Metadata only: enough to classify a pod without decoding its spec.
+/// Metadata only: enough to classify a pod without decoding its spec. Only the fields that
+/// classify a pod are read (name, namespace, labels, owner references); the rest of the metadata,
+/// managed fields above all, is skipped unread.
 #[derive(Debug, Deserialize)]
 pub struct MetadataOnly {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "classifying_metadata")]
     pub metadata: ObjectMeta,
+}
+
+fn classifying_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Classifying {
+        name: Option<String>,
+        namespace: Option<String>,
+        labels: Option<std::collections::BTreeMap<String, String>>,
+        owner_references: Option<Vec<OwnerReference>>,
+    }
+    let Classifying { name, namespace, labels, owner_references } = Classifying::deserialize(d)?;
+    Ok(ObjectMeta { name, namespace, labels, owner_references, ..Default::default() })
 }
 
 /// An answer to one request.
