@@ -1,0 +1,93 @@
+//! What every input must satisfy, whatever its bytes: the fuzz targets (fuzz/fuzz_targets) call
+//! these, and tests/hostile.rs replays the seed corpus and every regression input through them on
+//! stable Rust.
+#![allow(dead_code)]
+
+#[path = "../tests/support/mod.rs"]
+pub mod support;
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use base64::Engine;
+use hab_bootstrap::admission::{Admission, NoEvents};
+use hab_bootstrap::census::{Census, decide_role};
+use hab_bootstrap::inject_cmd::render;
+use hab_bootstrap::settings::InjectionSettings;
+use serde_json::Value;
+use support::{MemoryCluster, headless_service, sibling, statefulset};
+
+/// A cluster where the seed reviews' StatefulSets exist: `redis` opted in (two live members),
+/// `plain` not annotated.
+fn admission() -> &'static Admission<MemoryCluster, NoEvents> {
+    static ADMISSION: OnceLock<Admission<MemoryCluster, NoEvents>> = OnceLock::new();
+    ADMISSION.get_or_init(|| {
+        let mut plain = statefulset("plain", "default", "plain-headless", 3, &[]);
+        plain.metadata.annotations = None;
+        Admission {
+            cluster: MemoryCluster {
+                statefulsets: vec![statefulset("redis", "default", "redis-headless", 3, &[]), plain],
+                services: vec![headless_service("redis-headless", "default", true)],
+                pods: vec![sibling("redis", "default", 0, true), sibling("redis", "default", 1, true)],
+                ..Default::default()
+            },
+            events: NoEvents,
+            settings: InjectionSettings::default(),
+            metrics: Default::default(),
+        }
+    })
+}
+
+/// Review decoding and mutation, both webhooks: an HTTP 4xx or a well-formed answer echoing the
+/// uid, whose patch (if any) applies to the object it was computed for.
+pub fn review(data: &[u8]) {
+    let admission = admission();
+    let answers = [
+        futures::executor::block_on(admission.review_pod(data)),
+        futures::executor::block_on(admission.review_statefulset(data)),
+    ];
+    for answer in answers {
+        let body = match answer {
+            Err(bad) => {
+                assert!((400..500).contains(&bad.status), "status {} for {}", bad.status, bad.message);
+                continue;
+            }
+            Ok(body) => body,
+        };
+        let answer: Value = serde_json::from_slice(&body).expect("the answer is JSON");
+        let response = &answer["response"];
+        let uid = response["uid"].as_str().expect("the answer has a uid");
+        assert!(!uid.is_empty());
+        let allowed = response["allowed"].as_bool().expect("the answer says allowed or not");
+        let Some(patch) = response["patch"].as_str() else { continue };
+        assert!(allowed, "a denial carries no patch");
+        let patch = base64::engine::general_purpose::STANDARD.decode(patch).expect("the patch is base64");
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("the patch is a JSON patch");
+        let review: Value = serde_json::from_slice(data).expect("a review that was answered is JSON");
+        let mut object = review["request"]["object"].clone();
+        if let Err(e) = json_patch::patch(&mut object, &patch) {
+            panic!("the patch does not apply to the object it was computed for: {e}");
+        }
+    }
+}
+
+/// The `inject` manifest parser and renderer: a rendered pod or an error, never a panic.
+pub fn inject_manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    // The ordinal comes from the input's length, so every seed is used whole as a manifest.
+    let ordinal = [0, 1, 2, 7, u32::MAX][data.len() % 5];
+    let live = data.len().is_multiple_of(3).then(|| BTreeSet::from([0, 1, u32::MAX]));
+    if let Ok(rendered) = render(text, ordinal, live, &InjectionSettings::default()) {
+        serde_json::to_vec(&rendered.pod).expect("a rendered pod serializes");
+    }
+}
+
+/// The census parser and the role decision, with and without a wanted group.
+pub fn census(data: &[u8]) {
+    let Ok(census) = Census::from_json(data) else { return };
+    let first = census.census_groups.keys().next().cloned();
+    for wanted in [None, first.as_deref(), Some("redis.default"), Some("")] {
+        let decision = decide_role(&census, wanted);
+        let _ = decision.to_string();
+    }
+}
