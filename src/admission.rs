@@ -291,6 +291,8 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
 
     fn deny(&self, response: Response, reason: &'static str, message: String) -> (Response, &'static str) {
         self.metrics.denials.get_or_create(&ReasonLabels { reason }).inc();
+        // Messages quote names from the request: a hostile one must not make a huge answer.
+        let message = truncate_to(message, MAX_DENIAL);
         warn!(reason, %message, "denied");
         (response.deny(message), "denied")
     }
@@ -298,17 +300,23 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
 
 /// kubectl shows warnings one per line; the API guidance is 120 characters, and past 256 they are
 /// cut by the API server.
-fn truncate(mut warning: String) -> String {
-    const MAX: usize = 250;
-    if warning.len() > MAX {
-        let mut end = MAX;
-        while !warning.is_char_boundary(end) {
+fn truncate(warning: String) -> String {
+    truncate_to(warning, 250)
+}
+
+/// Longest denial message, in bytes: kubectl shows it whole.
+const MAX_DENIAL: usize = 1024;
+
+fn truncate_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
             end -= 1;
         }
-        warning.truncate(end);
-        warning.push('…');
+        text.truncate(end);
+        text.push('…');
     }
-    warning
+    text
 }
 
 /// The JSON patch from `before` to `after`: the operations `json_patch::diff` gives for the two
