@@ -19,6 +19,10 @@
 #                          process group gets TERM first). A watchdog stops everything if `run`
 #                          itself is SIGKILLed.
 #   status <state-dir>     show recorded processes and whether they are alive
+#   restart-apiserver <state-dir> [down-seconds]
+#                          stop kube-apiserver (TERM, then KILL), stay down for down-seconds [0],
+#                          start it again with the same command line (same port, certificates and
+#                          etcd), record its new PID, wait for /readyz. For fault tests.
 #
 # Callers that use start/stop directly MUST install a trap so a crashed run leaves nothing behind:
 #
@@ -702,6 +706,44 @@ start_watchdog() { # owner_pid statedir
   disown $! 2>/dev/null || true
 }
 
+cmd_restart_apiserver() {
+  [[ $# -ge 1 && $# -le 2 ]] || die "usage: $0 restart-apiserver <state-dir> [down-seconds]"
+  local st down=${2:-0} f pid newpid i
+  st=$(cd "$1" && pwd -P)
+  f=$(find "$st/pids" -maxdepth 1 -name '*-kube-apiserver.pid' | head -1)
+  [[ -n $f ]] || die "no kube-apiserver recorded in $st/pids"
+  pid=$(<"$f")
+  our_process "$pid" "$st" || die "kube-apiserver (pid $pid) is not running"
+  local cmdline=()
+  mapfile -d '' -t cmdline <"/proc/$pid/cmdline"
+  log "stopping kube-apiserver (pid $pid) for ${down}s"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < STOP_GRACE * 10; i++)); do
+    our_process "$pid" "$st" || break
+    sleep 0.1
+  done
+  if our_process "$pid" "$st"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  while our_process "$pid" "$st"; do sleep 0.1; done
+  sleep "$down"
+  log "starting kube-apiserver again"
+  setsid "${cmdline[@]}" </dev/null >>"$st/logs/kube-apiserver.log" 2>&1 &
+  newpid=$!
+  printf '%s\n' "$newpid" >"$f"
+  sed -i "s/^export CP_PID_KUBE_APISERVER=.*/export CP_PID_KUBE_APISERVER=$newpid/" "$st/env"
+  # shellcheck disable=SC1091
+  local url ca cert key
+  url=$(. "$st/env" && echo "$CP_APISERVER_URL") ca=$st/pki/ca.crt cert=$st/pki/admin.crt key=$st/pki/admin.key
+  for ((i = 0; i < START_TIMEOUT * 4; i++)); do
+    if curl -fsS --max-time 5 --cacert "$ca" --cert "$cert" --key "$key" "$url/readyz" >/dev/null 2>&1; then
+      log "kube-apiserver ready again (pid $newpid)"
+      return 0
+    fi
+    our_process "$newpid" "$st" || die "kube-apiserver exited; see $st/logs/kube-apiserver.log"
+    sleep 0.25
+  done
+  die "kube-apiserver not ready ${START_TIMEOUT}s after the restart"
+}
+
 # ----------------------------------------------------------------------------------------------
 main() {
   local cmd=${1:-}
@@ -717,6 +759,7 @@ main() {
   stop) cmd_stop "$@" ;;
   status) cmd_status "$@" ;;
   run) cmd_run "$@" ;;
+  restart-apiserver) cmd_restart_apiserver "$@" ;;
   -h | --help | help) usage ;;
   *) die "unknown subcommand '$cmd' (try --help)" ;;
   esac
