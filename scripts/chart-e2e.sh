@@ -325,7 +325,9 @@ kubectl delete namespace elsewhere --wait=false >/dev/null
 
 # ------------------------------------------------------------------------------------------------
 step "helm install / upgrade / uninstall (release hb2 in namespace hb2, selfManaged)"
-"$HELM" install hb2 "$CHART" --namespace hb2 --create-namespace >/dev/null
+"$HELM" install hb2 "$CHART" --namespace hb2 --create-namespace >"$WORK/install.txt"
+grep -q 'habitat/bootstrap: "true"' "$WORK/install.txt" && grep -q 'clusterrole=hb2-hab-bootstrap-sidecar' "$WORK/install.txt" ||
+  { cat "$WORK/install.txt" >&2; fail "NOTES.txt does not say how to opt in and bind the sidecar role"; }
 M=hb2-hab-bootstrap
 KUBECONFIG=$(sa_kubeconfig hb2 "$M-certs") HABITAT_BOOTSTRAP_LOG_FORMAT=text "$BIN" certs ensure --namespace hb2 \
   --secret "$M-tls" --service "$M" --webhook-config "$M" >/dev/null 2>"$WORK/hb2.log" || { cat "$WORK/hb2.log" >&2; fail "ensure as hb2's certs ServiceAccount"; }

@@ -22,6 +22,7 @@ use std::time::Duration as StdDuration;
 
 use anyhow::Context;
 use time::{Duration, OffsetDateTime};
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 pub use self::authority::{CertificateAuthority, ServingCert, write};
@@ -185,8 +186,10 @@ async fn watch(opts: EnsureOptions, interval: StdDuration) -> anyhow::Result<Exi
     let client = client().await?;
     info!(namespace = %opts.namespace, secret = %opts.secret, webhook_config = %opts.webhook_config, ?interval, "keeping the webhook certificates");
     let mut retry = StdDuration::from_secs(10);
-    let stop = crate::process::termination_signal();
-    tokio::pin!(stop);
+    // Installed before the first run: a SIGTERM during a run is handled when it ends (a run is
+    // short; all its writes are conditional, so it is also safe to kill).
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     loop {
         let wait = match ensure::ensure(&client, &opts, &OffsetDateTime::now_utc).await {
             Ok(report) => {
@@ -203,12 +206,12 @@ async fn watch(opts: EnsureOptions, interval: StdDuration) -> anyhow::Result<Exi
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = &mut stop => {
-                info!("termination signal: stopping");
-                return Ok(ExitCode::SUCCESS);
-            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
         }
     }
+    info!("termination signal: stopping");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn client() -> anyhow::Result<kube::Client> {

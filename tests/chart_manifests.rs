@@ -1,0 +1,70 @@
+//! The chart's Deployments against the binary's command line, with no cluster: every setting of
+//! `hab-bootstrap webhook` that reads an environment variable is set by the chart (or knowingly
+//! left at its default), the chart sets no variable the binary does not read, and the certificate
+//! keeper's arguments parse. Read from `webhook/`, the chart rendered with its defaults (CI fails
+//! when the two differ: `scripts/chart.sh check`).
+
+use std::collections::BTreeSet;
+
+use clap::{CommandFactory, Parser};
+use k8s_openapi::api::apps::v1::Deployment;
+
+/// Settings the chart leaves at the binary's default on purpose.
+const NOT_IN_CHART: &[&str] = &["HABITAT_BOOTSTRAP_CERT_RELOAD_INTERVAL"];
+
+#[derive(Parser)]
+struct Webhook {
+    #[command(flatten)]
+    args: hab_bootstrap::webhook_cmd::WebhookArgs,
+}
+
+fn deployments(file: &str) -> Vec<Deployment> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter_map(|v: serde_json::Value| {
+            (v["kind"] == "Deployment").then(|| serde_json::from_value(v).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_sets_every_webhook_setting_and_nothing_else() {
+    let code: BTreeSet<String> = Webhook::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .filter(|e| !NOT_IN_CHART.contains(&e.as_str()))
+        .collect();
+    let deployment = &deployments("deployment.yaml")[0];
+    let container = &deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.args.as_deref(), Some(&["webhook".to_owned()][..]));
+    let chart: BTreeSet<String> = container.env.iter().flatten().map(|e| e.name.clone()).collect();
+    let missing: Vec<_> = code.difference(&chart).collect();
+    let unknown: Vec<_> = chart.difference(&code).collect();
+    assert!(
+        missing.is_empty(),
+        "settings the chart does not set (add a value, or NOT_IN_CHART): {missing:?}"
+    );
+    assert!(unknown.is_empty(), "variables the binary does not read: {unknown:?}");
+}
+
+#[test]
+fn the_certificate_keeper_arguments_parse() {
+    let deployment = &deployments("certs-self-managed.yaml")[0];
+    let container = &deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let args = container.args.clone().unwrap();
+    assert_eq!(&args[..2], ["certs", "watch"]);
+    let argv = std::iter::once("hab-bootstrap".to_owned())
+        .chain(args.iter().map(|a| a.replace("$(POD_NAMESPACE)", "hab-bootstrap")));
+    let cli = hab_bootstrap::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        cli.command,
+        hab_bootstrap::cli::Command::Certs(hab_bootstrap::certs::CertsArgs {
+            command: hab_bootstrap::certs::CertsCommand::Watch(_)
+        })
+    ));
+    let env: Vec<_> = container.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert!(env.contains(&"POD_NAMESPACE"), "$(POD_NAMESPACE) must be defined: {env:?}");
+}
