@@ -27,19 +27,9 @@ pub struct Webhook {
     child: Option<Child>,
 }
 
-/// None when no control plane was started for us (plain `cargo test`): the test is skipped with a
-/// message. CI sets HAB_BOOTSTRAP_E2E_REQUIRED so that a missing control plane fails instead.
-pub fn enabled() -> bool {
-    let on = std::env::var_os("CP_APISERVER_URL").is_some() && std::env::var_os("KUBECONFIG").is_some();
-    if !on {
-        assert!(
-            std::env::var_os("HAB_BOOTSTRAP_E2E_REQUIRED").is_none(),
-            "HAB_BOOTSTRAP_E2E_REQUIRED is set but no control plane: run through scripts/test"
-        );
-        eprintln!("skipped: no control plane (run `scripts/test` to start one)");
-    }
-    on
-}
+#[path = "../common/control_plane.rs"]
+mod control_plane;
+pub use control_plane::enabled;
 
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
