@@ -133,6 +133,11 @@ async fn e2e_scenarios() {
     s9_reinvocation(&client, &webhook).await;
     eprintln!("scenario 9 passed");
     report_admission_latency(&client, &webhook, started.elapsed()).await;
+    // Other test binaries share this control plane: leave no webhook registered that nobody serves.
+    Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(client.clone())
+        .delete("hab-bootstrap", &DeleteParams::default())
+        .await
+        .unwrap();
     webhook.stop();
 }
 
