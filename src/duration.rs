@@ -1,31 +1,36 @@
-//! Durations on the command line: `500ms`, `1s`, `2m`, or a combination such as `1m30s`.
+//! Durations on the command line: `500ms`, `1s`, `2m`, `12h`, `30d`, `1y` (365 days), or a
+//! combination such as `1m30s` or `1d12h`.
 
 use std::time::Duration;
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration: write e.g. 500ms, 1s or 2m".into());
+        return Err("empty duration: write e.g. 500ms, 1s, 2m or 30d".into());
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("{text:?}: expected a number, e.g. 500ms, 1s or 2m"));
+            return Err(format!("{text:?}: expected a number, e.g. 500ms, 1s, 2m or 30d"));
         }
         let number: u64 = rest[..digits].parse().map_err(|_| format!("{text:?}: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.saturating_mul(60)),
-            "h" => Duration::from_secs(number.saturating_mul(3600)),
-            "" => return Err(format!("{text:?}: missing unit (ms, s, m or h)")),
-            unit => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
+        let millis_per: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "y" => 365 * 86_400_000,
+            "" => return Err(format!("{text:?}: missing unit (ms, s, m, h, d or y)")),
+            unit => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d or y)")),
         };
-        total = total.saturating_add(part);
+        let part = number.checked_mul(millis_per).ok_or_else(|| format!("{text:?}: too long"))?;
+        total =
+            total.checked_add(Duration::from_millis(part)).ok_or_else(|| format!("{text:?}: too long"))?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -42,11 +47,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration(" 1h "), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_duration("1y"), Ok(Duration::from_secs(365 * 86_400)));
     }
 
     #[test]
     fn rejects_what_it_cannot_read() {
-        for bad in ["", "5", "s", "1.5s", "10 s", "3d", "-1s", "99999999999999999999s"] {
+        for bad in ["", "5", "s", "1.5s", "10 s", "3w", "-1s", "99999999999999999999s", "9999999999999999y"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -3,35 +3,10 @@
 
 use time::Duration;
 
+/// [`crate::duration::parse_duration`], as the `time` crate's Duration the certificate code uses.
 pub fn parse_span(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration: write e.g. 1y, 30d or 12h".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("{text:?}: expected a number, e.g. 1y, 30d or 12h"));
-        }
-        let number: i64 = rest[..digits].parse().map_err(|_| format!("{text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let seconds_per = match &rest[..unit_len] {
-            "y" => 365 * 86_400,
-            "d" => 86_400,
-            "h" => 3_600,
-            "m" => 60,
-            "s" => 1,
-            "" => return Err(format!("{text:?}: missing unit (y, d, h, m or s)")),
-            unit => return Err(format!("{text:?}: unknown unit {unit:?} (y, d, h, m or s)")),
-        };
-        let part = number.checked_mul(seconds_per).ok_or_else(|| format!("{text:?}: too long"))?;
-        total = total.checked_add(Duration::seconds(part)).ok_or_else(|| format!("{text:?}: too long"))?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    let span = crate::duration::parse_duration(text)?;
+    Duration::try_from(span).map_err(|_| format!("{text:?}: too long"))
 }
 
 #[cfg(test)]
