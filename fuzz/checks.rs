@@ -63,12 +63,39 @@ pub fn review(data: &[u8]) {
         assert!(allowed, "a denial carries no patch");
         let patch = base64::engine::general_purpose::STANDARD.decode(patch).expect("the patch is base64");
         let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("the patch is a JSON patch");
-        let review: Value = serde_json::from_slice(data).expect("a review that was answered is JSON");
-        let mut object = review["request"]["object"].clone();
+        // serde_json skips the fields we do not read without checking their UTF-8 (the API server
+        // never sends invalid UTF-8): read the review the way a tolerant client would.
+        let text = String::from_utf8_lossy(data);
+        let review: Value = serde_json::from_str(&text).expect("a review that was answered is JSON");
+        let raw = &review["request"]["object"];
+        let mut object = raw.clone();
         if let Err(e) = json_patch::patch(&mut object, &patch) {
-            panic!("the patch does not apply to the object it was computed for: {e}");
+            // The patch is computed on the typed object, which the API server holds: it always
+            // serializes required fields such as a StatefulSet's spec.template, which a raw input
+            // may lack (fuzz/regressions/review/statefulset-without-template.json). It must apply
+            // to that serialization, and the raw object must differ from it.
+            let mut typed = typed_round_trip(raw, response_kind(&review));
+            assert_ne!(&typed, raw, "the patch does not apply to the object it was computed for: {e}");
+            if let Err(e) = json_patch::patch(&mut typed, &patch) {
+                panic!("the patch does not apply to the object as the API server serializes it: {e}");
+            }
         }
     }
+}
+
+fn response_kind(review: &Value) -> &str {
+    review["request"]["kind"]["kind"].as_str().unwrap_or_default()
+}
+
+/// The object as its Kubernetes type serializes it (what the API server holds).
+fn typed_round_trip(raw: &Value, kind: &str) -> Value {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Pod;
+    match kind {
+        "StatefulSet" => serde_json::to_value(serde_json::from_value::<StatefulSet>(raw.clone()).unwrap()),
+        _ => serde_json::to_value(serde_json::from_value::<Pod>(raw.clone()).unwrap()),
+    }
+    .unwrap()
 }
 
 /// The `inject` manifest parser and renderer: a rendered pod or an error, never a panic.
@@ -76,7 +103,10 @@ pub fn inject_manifest(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     // The ordinal comes from the input's length, so every seed is used whole as a manifest.
     let ordinal = [0, 1, 2, 7, u32::MAX][data.len() % 5];
-    let live = data.len().is_multiple_of(3).then(|| BTreeSet::from([0, 1, u32::MAX]));
+    // Without --live, render collects every ordinal below the rendered one: u32::MAX asks for a
+    // 16 GiB allocation (fuzz/known/inject_manifest/README), so that one always gets a --live.
+    let live =
+        (data.len().is_multiple_of(3) || ordinal == u32::MAX).then(|| BTreeSet::from([0, 1, u32::MAX]));
     if let Ok(rendered) = render(text, ordinal, live, &InjectionSettings::default()) {
         serde_json::to_vec(&rendered.pod).expect("a rendered pod serializes");
     }

@@ -526,7 +526,7 @@ async fn sigterm_under_load(bodies: &Bodies) {
 }
 
 /// 80% of the maximum measured here (the cache-only review, HTTP/2), with an opted-in review every
-/// 100 ms, for 40 s: no error, resident memory flat (within 6 MiB: a leak of 200 bytes per
+/// 100 ms, for 40 s: no error, resident memory flat (within 6 MiB: a leak of a kilobyte per
 /// review would show; the 10-minute soak of scripts/bench.sh is the finer check).
 async fn soak_at_80_percent(bodies: &Bodies) {
     let w = Webhook::start("0s", "5s");
