@@ -1,6 +1,7 @@
 //! The webhook's HTTP routes: thin translation between HTTP and [`Admission`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +17,11 @@ use crate::review::BadReview;
 /// 7 MiB, and so do we, with room for the review's envelope.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// No answer takes longer: the API server gives up after the webhook's `timeoutSeconds` (30 s at
+/// most). Without it, a client that sends its headers and then stalls its body holds its
+/// connection and task for ever (the header timeout ends once the headers are in).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub const POD_PATH: &str = "/mutate";
 pub const STATEFULSET_PATH: &str = "/mutate-statefulset";
 
@@ -24,7 +30,18 @@ pub fn router<C: ClusterView, E: EventSink>(admission: Arc<Admission<C, E>>) -> 
         .route(POD_PATH, post(mutate_pod::<C, E>))
         .route(STATEFULSET_PATH, post(mutate_statefulset::<C, E>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(within_request_timeout))
         .with_state(admission)
+}
+
+async fn within_request_timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let message = format!("the request was not complete within {REQUEST_TIMEOUT:?}\n");
+            (StatusCode::REQUEST_TIMEOUT, message).into_response()
+        }
+    }
 }
 
 async fn mutate_pod<C: ClusterView, E: EventSink>(
