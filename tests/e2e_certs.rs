@@ -20,7 +20,7 @@ mod objects;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,10 +34,6 @@ use serde_json::json;
 
 const SERVICE: &str = "hab-bootstrap";
 const SECRET: &str = "webhook-tls";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Registers the project's configuration under `name` for a webhook on 127.0.0.1:`port`, without
 /// a caBundle (that is `ensure`'s job), scoped to `ns` and to pods labelled `certs-e2e=true`.
@@ -154,29 +150,9 @@ struct WebhookProcess {
 
 impl WebhookProcess {
     fn start(certs: &Path, port: u16, log: PathBuf) -> Self {
-        let admin_port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"));
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = command
-            .args(["webhook", "--log-format", "text", "--shutdown-delay", "0s", "--drain-timeout", "2s"])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin_port}"),
-            ])
-            .args(["--tls-cert", certs.join("tls.crt").to_str().unwrap()])
-            .args(["--tls-key", certs.join("tls.key").to_str().unwrap()])
-            .args(["--cert-reload-interval", "1s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+        let admin_port = harness::free_port();
+        let child = harness::webhook_command(port, admin_port, certs, std::fs::File::create(&log).unwrap())
+            .args(["--shutdown-delay", "0s", "--drain-timeout", "2s", "--cert-reload-interval", "1s"])
             .spawn()
             .unwrap();
         let w = Self { child, port, admin_port, log };
@@ -285,7 +261,7 @@ async fn ensure_creates_rotates_and_retires_without_failing_one_pod() {
     let client = harness::client().await;
     let ns = harness::namespace(&client, "certs-e2e").await;
     let config = "hab-bootstrap-certs-e2e";
-    let port = free_port();
+    let port = harness::free_port();
     register_scoped(&client, config, port, &ns).await;
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
@@ -418,7 +394,7 @@ async fn ensure_refuses_what_it_does_not_own_and_races_safely() {
     assert!(!ok && out.contains("not found"), "{out}");
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     assert!(secrets.get_opt(SECRET).await.unwrap().is_none());
-    register_scoped(&client, config, free_port(), &ns).await;
+    register_scoped(&client, config, harness::free_port(), &ns).await;
 
     // A Secret someone else made is left alone.
     let foreign: Secret =

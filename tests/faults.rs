@@ -17,7 +17,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -214,9 +214,9 @@ fn control_plane() -> Option<PathBuf> {
     dir.map(PathBuf::from)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "common/webhook_process.rs"]
+mod webhook_process;
+use webhook_process::{free_port, webhook_command};
 
 /// A `hab-bootstrap webhook` process with its own certificate.
 struct Webhook {
@@ -235,29 +235,9 @@ impl Webhook {
         write_pair(dir.path(), &issue(&ca));
         let (port, admin_port) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("webhook.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"));
-        // If this test process dies, the webhook goes with it.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = command
-            .args(["webhook", "--log-format", "text", "--sidecar-image", "hab-bootstrap:faults"])
+        let child = webhook_command(port, admin_port, dir.path(), log)
+            .args(["--sidecar-image", "hab-bootstrap:faults"])
             .args(["--shutdown-delay", shutdown_delay, "--drain-timeout", drain_timeout])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin_port}"),
-            ])
-            .args(["--tls-cert", dir.path().join("tls.crt").to_str().unwrap()])
-            .args(["--tls-key", dir.path().join("tls.key").to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .unwrap();
         let w = Self { addr: ([127, 0, 0, 1], port).into(), admin_port, ca_pem: ca.cert_pem, child, dir };

@@ -3,9 +3,8 @@
 //! our webhook as a local process with a generated certificate, registered from `webhook/` with a
 //! URL client config and a real caBundle.
 
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use hab_bootstrap::certs::CertificateAuthority;
@@ -31,9 +30,9 @@ pub struct Webhook {
 mod control_plane;
 pub use control_plane::enabled;
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "../common/webhook_process.rs"]
+mod webhook_process;
+pub use webhook_process::{free_port, webhook_command};
 
 impl Webhook {
     fn new() -> Self {
@@ -63,26 +62,10 @@ impl Webhook {
             return;
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"));
-        // If this test process dies (a timeout's SIGKILL), the webhook goes with it.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = command
-            .args(["webhook", "--log-format", "text", "--shutdown-delay", "0s", "--drain-timeout", "5s"])
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
-            .args(["--tls-cert", self.dir.join("tls.crt").to_str().unwrap()])
-            .args(["--tls-key", self.dir.join("tls.key").to_str().unwrap()])
+        let child = webhook_command(self.port, self.admin_port, &self.dir, log)
+            .args(["--shutdown-delay", "0s", "--drain-timeout", "5s"])
             .args(["--cluster-domain", CLUSTER_DOMAIN, "--sidecar-image", "hab-bootstrap:e2e"])
             .env("RUST_LOG", "info,hab_bootstrap=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .expect("starting the webhook");
         self.child = Some(child);

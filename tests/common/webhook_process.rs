@@ -1,0 +1,37 @@
+//! Starting the real `hab-bootstrap webhook` binary in the tests that need it as a process
+//! (`tests/e2e`, `tests/e2e_certs.rs`, `tests/faults.rs`), included with `#[path]`.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `hab-bootstrap webhook` serving 127.0.0.1:`port` (admin port `admin_port`) with
+/// `certs/tls.crt` and `certs/tls.key`, text logs to `log`. It dies with the test process
+/// (`PR_SET_PDEATHSIG`), so a test killed by a timeout leaves no webhook behind. Callers add their
+/// own flags, then spawn.
+pub fn webhook_command(port: u16, admin_port: u16, certs: &Path, log: File) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"));
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    command
+        .args(["webhook", "--log-format", "text"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["--tls-cert", certs.join("tls.crt").to_str().unwrap()])
+        .args(["--tls-key", certs.join("tls.key").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    command
+}
