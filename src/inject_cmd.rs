@@ -114,7 +114,9 @@ pub fn render(
             first + replicas
         ));
     }
-    let live = live.unwrap_or_else(|| (first..ordinal).collect());
+    // A first ordered rollout: every ordinal before this one that the StatefulSet has (bounded by
+    // its replicas, so an absurd ordinal does not build an absurd set).
+    let live = live.unwrap_or_else(|| (first..ordinal.min(first.saturating_add(replicas))).collect());
     let service = match spec.service_name.as_deref() {
         Some(name) => services
             .into_iter()

@@ -93,4 +93,10 @@ fn useful_errors() {
     assert!(!ok && err.contains("reading /nonexistent.yaml"), "{err}");
     let (ok, _, err) = inject(&["-f", "examples/redis.yaml", "--ordinal", "7"], None);
     assert!(ok && err.contains("outside the StatefulSet's ordinals 0..3"), "{err}");
+    // An absurd ordinal is rendered (with the StatefulSet's 3 members as live peers), not an
+    // out-of-memory: the fuzzer's finding.
+    let (ok, out, err) =
+        inject(&["-f", "examples/redis.yaml", "--ordinal", "4294967295", "-o", "json"], None);
+    assert!(ok, "{err}");
+    assert_eq!(peers(&serde_json::from_str(&out).unwrap()), ["redis-0", "redis-1", "redis-2"]);
 }
