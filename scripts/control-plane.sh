@@ -327,13 +327,21 @@ launch() {
 }
 
 LAST_WAIT_FOR=""
+running() { # the process exists and is not a zombie
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
 check_alive() { # fail fast when a started process died
   local f name pid
   for f in "$STATE"/pids/*.pid; do
     [[ -e $f ]] || continue
     name=$(basename "$f" .pid) name=${name#*-}
     pid=$(<"$f")
-    if ! our_process "$pid" "$STATE"; then
+    # Not our_process: right after the fork the child may not have exec'd its binary yet (its
+    # command line is still this script's), which under load read as "exited".
+    if ! running "$pid"; then
       LAST_WAIT_FOR=$name
       echo "$name (pid $pid) exited" >&2
       return 1
