@@ -89,17 +89,22 @@ fn review_pod(c: &mut Criterion) {
     group.finish();
 }
 
+/// The facts the webhook would gather for the opted-in pod from `cluster`.
+fn facts_of(cluster: &MemoryCluster) -> Facts {
+    Facts {
+        statefulset: cluster.statefulsets[0].clone(),
+        service: hab_bootstrap::decision::ServiceFact::Found(Box::new(cluster.services[0].clone())),
+        siblings: cluster.pods.clone(),
+        sidecar_can_label: None,
+    }
+}
+
 /// `decision::decide` alone: the typed pod and the facts are ready; no JSON in or out.
 fn decide(c: &mut Criterion) {
     let review = opted_in_review();
     let pod: Pod = serde_json::from_value(review["request"]["object"].clone()).unwrap();
     let cluster = cluster();
-    let facts = Facts {
-        statefulset: cluster.statefulsets[0].clone(),
-        service: hab_bootstrap::decision::ServiceFact::Found(Box::new(cluster.services[0].clone())),
-        siblings: cluster.pods.clone(),
-        sidecar_can_label: None,
-    };
+    let facts = facts_of(&cluster);
     let settings = InjectionSettings::default();
     assert!(matches!(decision::decide(&pod, &facts, &settings), Decision::Inject(_)));
     c.bench_function("decide/opted_in", |b| {
@@ -116,12 +121,7 @@ fn steps(c: &mut Criterion) {
     group.bench_function("parse_typed_pod", |b| b.iter(|| request.object::<Pod>().unwrap()));
     let pod: Pod = request.object().unwrap();
     let cluster = cluster();
-    let facts = Facts {
-        statefulset: cluster.statefulsets[0].clone(),
-        service: hab_bootstrap::decision::ServiceFact::Found(Box::new(cluster.services[0].clone())),
-        siblings: cluster.pods.clone(),
-        sidecar_can_label: None,
-    };
+    let facts = facts_of(&cluster);
     let Decision::Inject(injection) = decision::decide(&pod, &facts, &InjectionSettings::default()) else {
         panic!("not injected")
     };
