@@ -12,6 +12,7 @@
 //! Decisions are pure (`census::decide_role`, `role_state`, `peer_set`); this module wires them to
 //! the census client, the API server, the file system and the signals.
 
+pub mod ctl_gateway;
 pub mod label;
 pub mod metrics;
 pub mod peer_file;
@@ -19,6 +20,7 @@ pub mod peer_set;
 pub mod pod_watch;
 pub mod role_loop;
 pub mod role_state;
+pub mod rumor_file;
 pub mod supervisor;
 
 use std::net::SocketAddr;
