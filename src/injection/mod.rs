@@ -8,6 +8,7 @@
 //! else, and removed when we no longer inject it. A second call with the same facts yields no patch.
 
 pub mod env;
+pub mod ring_key;
 pub mod sidecar;
 pub mod status;
 
