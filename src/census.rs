@@ -49,6 +49,26 @@ pub struct CensusMember {
     pub leader: bool,
     #[serde(default)]
     pub follower: bool,
+    /// Health as this Supervisor sees it: alive, suspect, confirmed (dead) or departed.
+    #[serde(default)]
+    pub alive: bool,
+    #[serde(default)]
+    pub suspect: bool,
+    #[serde(default)]
+    pub confirmed: bool,
+    #[serde(default)]
+    pub departed: bool,
+    #[serde(default)]
+    pub sys: MemberSys,
+}
+
+/// Where a member runs; in a pod, `hostname` is the pod's name.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MemberSys {
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 impl Census {
