@@ -52,6 +52,8 @@ pub struct Metrics {
     pub peer_file_writes: Family<ResultLabels, Counter>,
     pub peer_file_peers: Gauge,
     pub pod_watch_errors: Counter,
+    pub predecessor_departures: Family<ResultLabels, Counter>,
+    pub saved_members_forgotten: Counter,
 }
 
 impl Metrics {
@@ -99,6 +101,16 @@ impl Metrics {
             "Errors from the watch on the StatefulSet's pods",
             self.pod_watch_errors.clone(),
         );
+        registry.register(
+            "predecessor_departures",
+            "Departures of this pod's dead predecessor from the ring (it counted in the quorum), by result",
+            self.predecessor_departures.clone(),
+        );
+        registry.register(
+            "saved_members_forgotten",
+            "Saved ring members removed from the Supervisor's rumor files at pod start, so it reads the peer file",
+            self.saved_members_forgotten.clone(),
+        );
         registry
     }
 
@@ -121,6 +133,11 @@ impl Metrics {
             }
         }
         total
+    }
+
+    pub fn ghost_departed(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.predecessor_departures.get_or_create(&ResultLabels { result }).inc();
     }
 
     pub fn census_poll_errors_of(&self, kind: &'static str) -> u64 {

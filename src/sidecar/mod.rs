@@ -13,6 +13,7 @@
 //! the census client, the API server, the file system and the signals.
 
 pub mod ctl_gateway;
+pub mod ghost_reaper;
 pub mod ghosts;
 pub mod label;
 pub mod metrics;

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
-use crate::census::{Role, RoleDecision, decide_role};
+use crate::census::{Census, Role, RoleDecision, decide_role};
 use crate::sidecar::label::{LabelAction, LabelWriteError, LabelWriter};
 use crate::sidecar::metrics::{Health, KindLabels, Metrics, WriteLabels};
 use crate::sidecar::role_state::{Backoff, RoleTracker};
@@ -56,6 +57,8 @@ pub struct RoleLoop<W> {
     backoff: Backoff,
     retry_at: Option<Instant>,
     last_seen: Option<Seen>,
+    /// Every census fetched, for the tasks that read it too (the predecessor's departure).
+    censuses: watch::Sender<Option<Arc<Census>>>,
 }
 
 impl<W: LabelWriter> RoleLoop<W> {
@@ -76,7 +79,13 @@ impl<W: LabelWriter> RoleLoop<W> {
             health,
             retry_at: None,
             last_seen: None,
+            censuses: watch::Sender::new(None),
         }
+    }
+
+    /// The censuses this loop fetches, as they come.
+    pub fn censuses(&self) -> watch::Receiver<Option<Arc<Census>>> {
+        self.censuses.subscribe()
     }
 
     /// Polls until `shutdown` resolves, then removes the label (best effort, bounded).
@@ -133,6 +142,7 @@ impl<W: LabelWriter> RoleLoop<W> {
                     info!(role = %decision, "census role changed");
                     self.last_seen = Some(Seen::Decision(decision));
                 }
+                self.censuses.send_replace(Some(Arc::new(census)));
                 role
             }
             Err(err) => {
