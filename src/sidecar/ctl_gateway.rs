@@ -163,6 +163,10 @@ impl CtlGateway {
     /// Marks `member_id` departed in the ring (`hab sup depart`): the ring stops counting it in
     /// quorums and never lets that id back in.
     pub async fn depart(&self, member_id: &str) -> Result<(), CtlError> {
+        // The Supervisor answers NetOk even to an empty id, and departs nobody.
+        if member_id.is_empty() || !member_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(CtlError::Protocol(format!("{member_id:?} is not a member id")));
+        }
         let exchange = async {
             let mut stream = TcpStream::connect(&self.addr)
                 .await
@@ -238,6 +242,13 @@ mod tests {
         assert_eq!(Handshake::decode(seen[0].1.as_slice()).unwrap().secret_key.as_deref(), Some("s3cret"));
         assert_eq!(seen[1].0, "SupDepart");
         assert_eq!(SupDepart::decode(seen[1].1.as_slice()).unwrap().member_id.as_deref(), Some("0123abcd"));
+    }
+
+    #[tokio::test]
+    async fn an_empty_member_id_is_refused_before_anything_is_sent() {
+        let gateway = CtlGateway::new("127.0.0.1:1", "x", Duration::from_secs(1));
+        assert!(matches!(gateway.depart("").await, Err(CtlError::Protocol(_))));
+        assert!(matches!(gateway.depart("a b").await, Err(CtlError::Protocol(_))));
     }
 
     #[tokio::test]
