@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::Kubeconfig;
@@ -369,7 +371,49 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// A static provisioner: every unbound claim of the namespace gets a PersistentVolume made for it
+/// (pre-bound through claimRef; the PV controller binds them), so that pods with claims schedule.
+/// The data lives in the harness's per-claim directory, not in the PV's hostPath.
+async fn provision(ctx: &Ctx) -> Result<(), String> {
+    let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ctx.ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+    for c in claims.items {
+        let spec = c.spec.clone().unwrap_or_default();
+        if spec.volume_name.is_some() {
+            continue;
+        }
+        let name = format!("{}-{}", ctx.ns, c.metadata.name.clone().unwrap());
+        if pvs.get_opt(&name).await.map_err(|e| e.to_string())?.is_some() {
+            continue;
+        }
+        let storage = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map_or("1Gi".to_owned(), |q| q.0.clone());
+        let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"hab-bootstrap-e2e": ctx.ns}},
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": spec.storage_class_name.clone().unwrap_or_default(),
+                "hostPath": {"path": format!("/tmp/hab-e2e-pv/{name}")},
+                "claimRef": {"namespace": ctx.ns, "name": c.metadata.name.clone().unwrap(), "uid": c.metadata.uid.clone()},
+            }
+        }))
+        .unwrap();
+        pvs.create(&PostParams::default(), &pv).await.map_err(|e| format!("PV {name}: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn sync_once(ctx: &Ctx, state: &Arc<Mutex<State>>, stop: &AtomicBool) -> Result<(), String> {
+    provision(ctx).await?;
     let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), &ctx.ns);
     let pods = pods_api.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
     let services = Api::<Service>::namespaced(ctx.client.clone(), &ctx.ns)
