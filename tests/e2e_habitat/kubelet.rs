@@ -234,7 +234,8 @@ impl Kubelet {
         std::fs::create_dir_all(&claims).unwrap();
         let state = Arc::new(Mutex::new(State { pods: BTreeMap::new(), claims }));
         let stop = Arc::new(AtomicBool::new(false));
-        let ctx = Ctx { client, ns: ns.to_owned(), domain: domain.to_owned(), habitat, root: root.to_owned() };
+        let ctx =
+            Ctx { client, ns: ns.to_owned(), domain: domain.to_owned(), habitat, root: root.to_owned() };
         let task = tokio::spawn(run(ctx, Arc::clone(&state), Arc::clone(&stop)));
         Self { state, stop, task: Some(task) }
     }
@@ -268,7 +269,8 @@ impl Kubelet {
 
     fn with_pod<T>(&self, name: &str, f: impl FnOnce(&mut PodRt) -> T) -> T {
         let mut st = self.state.lock().unwrap();
-        let pod = st.pods.values_mut().find(|p| p.name == name).unwrap_or_else(|| panic!("no pod {name} running"));
+        let pod =
+            st.pods.values_mut().find(|p| p.name == name).unwrap_or_else(|| panic!("no pod {name} running"));
         f(pod)
     }
 
@@ -590,7 +592,11 @@ fn hosts_file(ctx: &Ctx, pods: &[Pod], services: &[Service]) -> String {
         });
         let not_ready_too = svc_spec.and_then(|s| s.publish_not_ready_addresses) == Some(true);
         let terminating = pod.metadata.deletion_timestamp.is_some();
-        let terminal = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let terminal = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
         if headless && selects && !terminal && (not_ready_too || (is_ready(pod) && !terminating)) {
             out.push_str(&format!("{ip} {host}.{sub}.{}.svc.{} {host}\n", ctx.ns, ctx.domain));
         }
@@ -604,12 +610,20 @@ fn base_env(command: &mut Command) {
     command.env_clear().env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 }
 
-fn start_supervisor(ctx: &Ctx, claims: &Path, p: &mut PodRt, pods: &[Pod], services: &[Service]) -> Result<Proc, String> {
+fn start_supervisor(
+    ctx: &Ctx,
+    claims: &Path,
+    p: &mut PodRt,
+    pods: &[Pod],
+    services: &[Service],
+) -> Result<Proc, String> {
     let c = supervisor_container(&p.pod).ok_or("no supervisor container")?.clone();
     let env = spec::resolve_env(&p.pod, &c, &p.values)?;
     let mounts = mounts(claims, p, &c);
     let mut argv = spec::argv(&c, &env, "hab");
-    if argv.first().is_none_or(|a| a != "hab" && !a.ends_with("/hab")) || argv.get(1..3) != Some(&["sup".into(), "run".into()]) {
+    if argv.first().is_none_or(|a| a != "hab" && !a.ends_with("/hab"))
+        || argv.get(1..3) != Some(&["sup".into(), "run".into()])
+    {
         return Err(format!("not a `hab sup run` command line: {argv:?}"));
     }
     argv[0] = ctx.habitat.bin.join("hab").to_string_lossy().into_owned();
@@ -619,8 +633,14 @@ fn start_supervisor(ctx: &Ctx, claims: &Path, p: &mut PodRt, pods: &[Pod], servi
     let ip = &p.ip;
     argv.extend(
         [
-            "--listen-gossip", &format!("{ip}:9638"), "--listen-http", &format!("{ip}:9631"),
-            "--listen-ctl", &format!("{ip}:9632"), "--sys-ip-address", ip,
+            "--listen-gossip",
+            &format!("{ip}:9638"),
+            "--listen-http",
+            &format!("{ip}:9631"),
+            "--listen-ctl",
+            &format!("{ip}:9632"),
+            "--sys-ip-address",
+            ip,
         ]
         .map(str::to_owned),
     );
@@ -664,7 +684,12 @@ fn start_supervisor(ctx: &Ctx, claims: &Path, p: &mut PodRt, pods: &[Pod], servi
         command.env(k, mounts.rewrite(v));
     }
     let log = p.dir.join(format!("supervisor-{}.log", p.sup.starts + 1));
-    eprintln!("[kubelet] {} ({ip}) starting supervisor #{}: {}", p.name, p.sup.starts + 1, argv[1..].join(" "));
+    eprintln!(
+        "[kubelet] {} ({ip}) starting supervisor #{}: {}",
+        p.name,
+        p.sup.starts + 1,
+        argv[1..].join(" ")
+    );
     Proc::spawn(command, &log).map_err(|e| e.to_string())
 }
 
@@ -684,7 +709,13 @@ fn start_sidecar(_ctx: &Ctx, claims: &Path, p: &mut PodRt, c: &Container) -> Res
         command.env(k, mounts.rewrite(v));
     }
     let log = p.dir.join(format!("sidecar-{}.log", p.sidecar.starts + 1));
-    eprintln!("[kubelet] {} ({}) starting sidecar #{}: {}", p.name, p.ip, p.sidecar.starts + 1, argv[1..].join(" "));
+    eprintln!(
+        "[kubelet] {} ({}) starting sidecar #{}: {}",
+        p.name,
+        p.ip,
+        p.sidecar.starts + 1,
+        argv[1..].join(" ")
+    );
     Proc::spawn(command, &log).map_err(|e| e.to_string())
 }
 
@@ -695,7 +726,8 @@ async fn prepare(ctx: &Ctx, pod: &Pod) -> Result<PodRt, String> {
     let uid = pod.metadata.uid.clone().unwrap();
     let dir = ctx.root.join("pods").join(format!("{name}-{uid}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let sa =
+        pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: Vec::new(),
@@ -725,18 +757,25 @@ async fn prepare(ctx: &Ctx, pod: &Pod) -> Result<PodRt, String> {
     for e in containers.flat_map(|c| c.env.iter().flatten()) {
         let Some(from) = &e.value_from else { continue };
         if let Some(s) = &from.secret_key_ref {
-            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.ns).get_opt(&s.name).await.ok().flatten();
+            let secret =
+                Api::<Secret>::namespaced(ctx.client.clone(), &ctx.ns).get_opt(&s.name).await.ok().flatten();
             let value = secret.and_then(|sec| {
-                sec.data.as_ref().and_then(|d| d.get(&s.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned()).or_else(
-                    || sec.string_data.as_ref().and_then(|d| d.get(&s.key)).cloned(),
-                )
+                sec.data
+                    .as_ref()
+                    .and_then(|d| d.get(&s.key))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    .or_else(|| sec.string_data.as_ref().and_then(|d| d.get(&s.key)).cloned())
             });
             if let Some(v) = value {
                 values.secrets.insert((s.name.clone(), s.key.clone()), v);
             }
         }
         if let Some(c) = &from.config_map_key_ref {
-            let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.ns).get_opt(&c.name).await.ok().flatten();
+            let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.ns)
+                .get_opt(&c.name)
+                .await
+                .ok()
+                .flatten();
             if let Some(v) = cm.and_then(|cm| cm.data.and_then(|d| d.get(&c.key).cloned())) {
                 values.config_maps.insert((c.name.clone(), c.key.clone()), v);
             }
@@ -767,8 +806,12 @@ fn api_server_ca() -> String {
         .and_then(|c| c.context.as_ref())
         .map(|c| c.cluster.clone())
         .expect("the current context");
-    let cluster =
-        config.clusters.iter().find(|c| c.name == cluster_name).and_then(|c| c.cluster.clone()).expect("a cluster");
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.clone())
+        .expect("a cluster");
     if let Some(data) = cluster.certificate_authority_data {
         return data;
     }

@@ -197,8 +197,18 @@ impl World {
         let client = harness::client().await;
         let webhook = harness::start_webhook(&client).await;
         let ns = harness::namespace(&client, ns).await;
-        kubectl(&["apply", "-n", &ns, "-f", harness::repo_file("examples/sidecar-rbac.yaml").to_str().unwrap()]);
-        kubectl(&["apply", "-f", harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap()]);
+        kubectl(&[
+            "apply",
+            "-n",
+            &ns,
+            "-f",
+            harness::repo_file("examples/sidecar-rbac.yaml").to_str().unwrap(),
+        ]);
+        kubectl(&[
+            "apply",
+            "-f",
+            harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap(),
+        ]);
         let dir = tempfile::Builder::new().prefix("hab-e2e-habitat-").tempdir().unwrap();
         eprintln!("[world] namespace {ns}, host directories and logs in {}", dir.path().display());
         let kubelet = Kubelet::start(client.clone(), &ns, harness::CLUSTER_DOMAIN, habitat, dir.path());
@@ -256,7 +266,11 @@ impl World {
     async fn snapshot(&self, sts: &str, ordinals: &[u32]) -> Result<BTreeMap<String, Running>, String> {
         let mut want: Vec<String> = ordinals.iter().map(|o| format!("{sts}-{o}")).collect();
         want.sort();
-        let stored = self.pods().list(&ListParams::default().labels(&format!("app={sts}"))).await.map_err(|e| e.to_string())?;
+        let stored = self
+            .pods()
+            .list(&ListParams::default().labels(&format!("app={sts}")))
+            .await
+            .map_err(|e| e.to_string())?;
         let stored: BTreeMap<String, String> = stored
             .items
             .iter()
@@ -266,10 +280,16 @@ impl World {
         let ours: BTreeMap<String, Running> =
             self.kubelet.running().into_iter().filter(|(n, _)| n.starts_with(&format!("{sts}-"))).collect();
         let names: Vec<String> = ours.keys().cloned().collect();
-        if names == want && ours.iter().all(|(n, r)| stored.get(n) == Some(&r.uid)) && stored.len() == want.len() {
+        if names == want
+            && ours.iter().all(|(n, r)| stored.get(n) == Some(&r.uid))
+            && stored.len() == want.len()
+        {
             Ok(ours)
         } else {
-            Err(format!("want {want:?} running: running {names:?}, stored {:?}", stored.keys().collect::<Vec<_>>()))
+            Err(format!(
+                "want {want:?} running: running {names:?}, stored {:?}",
+                stored.keys().collect::<Vec<_>>()
+            ))
         }
     }
 
@@ -291,13 +311,19 @@ impl World {
         loop {
             match self.ring(sts, ordinals).await {
                 Ok(_) => return Ok(self.t0.elapsed()),
-                Err(e) if Instant::now() > deadline => return Err(format!("no single ring after {timeout:?}: {e}")),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!("no single ring after {timeout:?}: {e}"));
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
     }
 
-    async fn ring(&self, sts: &str, ordinals: &[u32]) -> Result<(BTreeMap<String, Running>, Vec<census::View>), String> {
+    async fn ring(
+        &self,
+        sts: &str,
+        ordinals: &[u32],
+    ) -> Result<(BTreeMap<String, Running>, Vec<census::View>), String> {
         let running = self.snapshot(sts, ordinals).await?;
         let ips: Vec<String> = running.values().map(|r| r.ip.clone()).collect();
         let views = census::one_ring(&ips, GROUP)?;
@@ -315,12 +341,19 @@ impl World {
             .find(|(_, v)| v.local == leader)
             .map(|(r, _)| r.name.clone())
             .ok_or("the leader is none of the pods")?;
-        let list = self.pods().list(&ListParams::default().labels(&format!("app={sts}"))).await.map_err(|e| e.to_string())?;
+        let list = self
+            .pods()
+            .list(&ListParams::default().labels(&format!("app={sts}")))
+            .await
+            .map_err(|e| e.to_string())?;
         let labelled: Vec<String> = list
             .items
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(ROLE_LABEL)).map(String::as_str) == Some("leader"))
+            .filter(|p| {
+                p.metadata.labels.as_ref().and_then(|l| l.get(ROLE_LABEL)).map(String::as_str)
+                    == Some("leader")
+            })
             .map(|p| p.metadata.name.clone().unwrap())
             .collect();
         if labelled == [leader_pod.clone()] {
@@ -331,7 +364,12 @@ impl World {
     }
 
     /// Time (since the last mark) until `leader_label` holds.
-    async fn time_to_leader_label(&self, sts: &str, ordinals: &[u32], timeout: Duration) -> Result<Duration, String> {
+    async fn time_to_leader_label(
+        &self,
+        sts: &str,
+        ordinals: &[u32],
+        timeout: Duration,
+    ) -> Result<Duration, String> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.leader_label(sts, ordinals).await {
@@ -353,7 +391,9 @@ impl World {
         };
         match (&ring, &label) {
             (Ok(r), Ok(l)) => {
-                eprintln!("[measure] {scenario} / {step}: time to one ring {r:.1?}, to one leader label {l:.1?}");
+                eprintln!(
+                    "[measure] {scenario} / {step}: time to one ring {r:.1?}, to one leader label {l:.1?}"
+                );
                 (*r, *l)
             }
             _ => {
@@ -430,7 +470,8 @@ async fn peer_mode_restart_in_place_after_scale_down() {
     w.mark();
     w.kubelet.restart_supervisor("ring-0", true);
     let ring = w.time_to_ring("ring", &[0, 1], Duration::from_secs(60)).await;
-    let exits: Vec<String> = w.kubelet.running().get("ring-0").map(|r| r.sup_exits.clone()).unwrap_or_default();
+    let exits: Vec<String> =
+        w.kubelet.running().get("ring-0").map(|r| r.sup_exits.clone()).unwrap_or_default();
     assert!(
         ring.is_ok(),
         "pod 0's Supervisor did not rejoin after a restart in place: {ring:?}\npod 0's Supervisor exits:\n{}\nall exits:\n{}",

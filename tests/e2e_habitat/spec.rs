@@ -64,7 +64,8 @@ pub fn field_ref(pod: &Pod, path: &str) -> Option<String> {
         "status.podIP" => status.and_then(|s| s.pod_ip.clone()),
         "status.hostIP" => status.and_then(|s| s.host_ip.clone()),
         p => {
-            let key = p.strip_prefix("metadata.labels['").or_else(|| p.strip_prefix("metadata.annotations['"))?;
+            let key =
+                p.strip_prefix("metadata.labels['").or_else(|| p.strip_prefix("metadata.annotations['"))?;
             let key = key.strip_suffix("']")?;
             let map = if p.starts_with("metadata.labels") { &meta.labels } else { &meta.annotations };
             map.as_ref().and_then(|m| m.get(key).cloned())
@@ -75,13 +76,18 @@ pub fn field_ref(pod: &Pod, path: &str) -> Option<String> {
 /// The container's environment as the kubelet builds it, in order: each value may refer to the
 /// variables defined before it. Unresolvable references are an error (the kubelet would refuse to
 /// start the container), except optional ones.
-pub fn resolve_env(pod: &Pod, container: &Container, lookup: &dyn Lookup) -> Result<Vec<(String, String)>, String> {
+pub fn resolve_env(
+    pod: &Pod,
+    container: &Container,
+    lookup: &dyn Lookup,
+) -> Result<Vec<(String, String)>, String> {
     let mut vars = BTreeMap::new();
     let mut out = Vec::new();
     for EnvVar { name, value, value_from } in container.env.iter().flatten() {
         let resolved = if let Some(from) = value_from {
             if let Some(f) = &from.field_ref {
-                field_ref(pod, &f.field_path).ok_or_else(|| format!("env {name}: fieldRef {} empty", f.field_path))?
+                field_ref(pod, &f.field_path)
+                    .ok_or_else(|| format!("env {name}: fieldRef {} empty", f.field_path))?
             } else if let Some(s) = &from.secret_key_ref {
                 match lookup.secret_key(&s.name, &s.key) {
                     Some(v) => v,
@@ -188,7 +194,10 @@ mod tests {
             ("/hab/sup".into(), "/tmp/x/sup".into()),
         ]);
         assert_eq!(m.rewrite("/habitat-bootstrap/peers"), "/tmp/x/peers/peers");
-        assert_eq!(m.rewrite("--peer-watch-file=/habitat-bootstrap/peers"), "--peer-watch-file=/tmp/x/peers/peers");
+        assert_eq!(
+            m.rewrite("--peer-watch-file=/habitat-bootstrap/peers"),
+            "--peer-watch-file=/tmp/x/peers/peers"
+        );
         assert_eq!(m.rewrite("/habitat-bootstrapx"), "/habitat-bootstrapx");
         assert_eq!(m.rewrite("/hab/sup"), "/tmp/x/sup");
         assert_eq!(m.rewrite("--topology"), "--topology");
