@@ -6,6 +6,8 @@
 #
 # Subcommands:
 #   ensure-deps            install missing apt packages (openssl, curl, util-linux, procps) if any
+#   ensure-habitat-deps    install the runtime libraries of the real Habitat binaries
+#                          (libzmq5, libsodium23) if missing (tests/e2e_habitat)
 #                          is missing (apt-get update && apt-get install -y; needs root)
 #   build                  build/cached binaries under ~/.cache/hab-bootstrap/control-plane/ (no-op when cached)
 #   start <state-dir>      generate certs, start everything on 127.0.0.1, wait until usable,
@@ -50,6 +52,8 @@
 #   HAB_CP_KEEP_STATE  [unset]     set to 1 to make stop keep the state dir (logs) for debugging
 #   HAB_CP_OWNER_PID   [unset]     `start` only: a watchdog stops the plane when this PID exits
 #   HAB_CP_QUIET       [unset]     set to 1 to silence progress messages
+#   HAB_CP_POD_CIDR    [127.1.0.0/16] pod IP range (kwok --cidr and the node's podCIDR); loopback so
+#                                 that tests can run real processes on pod IPs
 #
 # Progress goes to stderr; stdout is kept for command results (e.g. `run`'s command output).
 set -euo pipefail
@@ -104,6 +108,21 @@ ensure_deps() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
   fi
   command -v go >/dev/null 2>&1 || die "go is not installed (need Go >= 1.26 for Kubernetes ${K8S_VERSION})"
+}
+
+# What the real Habitat binaries (hab-sup) link besides libc: tests/e2e_habitat runs them.
+ensure_habitat_deps() {
+  local missing=() pkg
+  for pkg in libzmq5 libsodium23; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    log "installing the Habitat runtime libraries: ${missing[*]}"
+    local sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
+  fi
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +241,9 @@ cmd_build() {
 # start / stop / run
 # ----------------------------------------------------------------------------------------------
 SERVICE_CIDR=10.96.0.0/16 # first IP (10.96.0.1) is the `kubernetes` Service; in the apiserver cert
-POD_CIDR=10.244.0.0/16    # kwok hands out pod IPs from here (nothing is ever routed there)
+# kwok hands out pod IPs from here. The default is a loopback range so that a process of this
+# machine can listen on a pod's IP (tests/e2e_habitat runs real Supervisors on them).
+POD_CIDR=${HAB_CP_POD_CIDR:-127.1.0.0/16}
 
 abs_dir() { mkdir -p "$1" && (cd "$1" && pwd -P); }
 
@@ -516,7 +537,7 @@ cmd_start() {
 
   # -- the fake node -----------------------------------------------------------------------------
   LAST_WAIT_FOR=kube-apiserver
-  sed -e "s#@NODE@#$KWOK_NODE#g" "$HELPERS/kwok-node.yaml" | kubectl_cp apply -f - >/dev/null
+  sed -e "s#@NODE@#$KWOK_NODE#g" -e "s#@POD_CIDR@#$POD_CIDR#g" "$HELPERS/kwok-node.yaml" | kubectl_cp apply -f - >/dev/null
 
   write_env "$etcd_url" "$api_port"
 
@@ -759,6 +780,7 @@ main() {
   shift
   case $cmd in
   ensure-deps) ensure_deps ;;
+  ensure-habitat-deps) ensure_habitat_deps ;;
   build) cmd_build "$@" ;;
   start)
     cmd_start "$@"
