@@ -14,24 +14,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook server.
-    Webhook(Box<crate::webhook_cmd::WebhookArgs>),
+    Webhook(Box<crate::commands::webhook::WebhookArgs>),
     /// Print the pod the StatefulSet controller would create for an ordinal, after injection.
-    Inject(Box<crate::inject_cmd::InjectArgs>),
+    Inject(Box<crate::commands::inject::InjectArgs>),
     /// Create certificates for the webhook.
     Certs(crate::certs::CertsArgs),
     /// Run the role sidecar: label this pod leader/follower from the local Supervisor's census.
     Sidecar(crate::sidecar::SidecarArgs),
     /// Read a Supervisor census once and print the role the sidecar would apply.
-    Role(crate::census::RoleArgs),
+    Role(crate::sidecar::census::RoleArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Inject(args) => crate::inject_cmd::run(*args),
+        Command::Inject(args) => crate::commands::inject::run(*args),
         Command::Certs(args) => crate::certs::run(args),
-        Command::Webhook(args) => runtime().block_on(crate::webhook_cmd::run(*args)),
+        Command::Webhook(args) => runtime().block_on(crate::commands::webhook::run(*args)),
         Command::Sidecar(args) => runtime().block_on(crate::sidecar::run(args)),
-        Command::Role(args) => runtime().block_on(crate::census::run_role_command(args)),
+        Command::Role(args) => runtime().block_on(crate::sidecar::census::run_role_command(args)),
     };
     match result {
         Ok(code) => code,

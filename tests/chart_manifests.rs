@@ -15,7 +15,7 @@ const NOT_IN_CHART: &[&str] = &["HABITAT_BOOTSTRAP_CERT_RELOAD_INTERVAL"];
 #[derive(Parser)]
 struct Webhook {
     #[command(flatten)]
-    args: hab_bootstrap::webhook_cmd::WebhookArgs,
+    args: hab_bootstrap::commands::webhook::WebhookArgs,
 }
 
 fn deployments(file: &str) -> Vec<Deployment> {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use checks::support::*;
 use hab_bootstrap::certs::{CertificateAuthority, ServingCert};
-use hab_bootstrap::server::routes::{MAX_BODY_BYTES, router};
-use hab_bootstrap::server::serve_tls;
-use hab_bootstrap::server::tls::CertReloader;
+use hab_bootstrap::webhook::server::routes::{MAX_BODY_BYTES, router};
+use hab_bootstrap::webhook::server::serve_tls;
+use hab_bootstrap::webhook::server::tls::CertReloader;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;

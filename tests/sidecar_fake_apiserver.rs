@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
-use hab_bootstrap::census::Role;
+use hab_bootstrap::sidecar::census::Role;
 use hab_bootstrap::sidecar::label::{KubeLabelWriter, LabelAction, LabelWriteError, LabelWriter};
 use hab_bootstrap::sidecar::metrics::{Health, Metrics, ResultLabels};
 use hab_bootstrap::sidecar::peer_file::PeerFile;

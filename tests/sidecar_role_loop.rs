@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hab_bootstrap::census::Role;
+use hab_bootstrap::sidecar::census::Role;
+use hab_bootstrap::sidecar::census_client::CensusClient;
 use hab_bootstrap::sidecar::label::{LabelAction, LabelWriteError, LabelWriter};
 use hab_bootstrap::sidecar::metrics::{Health, Metrics, WriteLabels};
 use hab_bootstrap::sidecar::role_loop::{RoleLoop, RoleLoopConfig};
-use hab_bootstrap::sidecar::supervisor::CensusClient;
 use sidecar_support::{Reply, StandInSupervisor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hab_bootstrap::certs::{CertificateAuthority, ServingCert};
-use hab_bootstrap::server::routes::router;
-use hab_bootstrap::server::serve_tls;
-use hab_bootstrap::server::tls::CertReloader;
+use hab_bootstrap::webhook::server::routes::router;
+use hab_bootstrap::webhook::server::serve_tls;
+use hab_bootstrap::webhook::server::tls::CertReloader;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;

@@ -29,8 +29,8 @@ pub use self::authority::{CertificateAuthority, ServingCert, write};
 use self::ensure::EnsureOptions;
 use self::plan::{Names, Policy};
 use self::span::parse_span;
-use crate::duration::parse_duration;
-use crate::process::LogFormat;
+use crate::runtime::duration::parse_duration;
+use crate::runtime::logging::LogFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct CertsArgs {
@@ -152,7 +152,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
         CertsCommand::Generate(g) => generate(g),
         CertsCommand::Ensure(e) => {
             let (opts, log_format) = e.into_options()?;
-            crate::process::init_logging(log_format);
+            crate::runtime::logging::init_logging(log_format);
             runtime().block_on(async {
                 let client = client().await?;
                 let report = ensure::ensure(&client, &opts, &OffsetDateTime::now_utc).await?;
@@ -163,7 +163,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
         CertsCommand::Watch(w) => {
             let WatchArgs { ensure, interval } = *w;
             let (opts, log_format) = ensure.into_options()?;
-            crate::process::init_logging(log_format);
+            crate::runtime::logging::init_logging(log_format);
             runtime().block_on(watch(opts, interval))
         }
     }

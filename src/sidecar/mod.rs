@@ -12,6 +12,8 @@
 //! Decisions are pure (`census::decide_role`, `role_state`, `peer_set`); this module wires them to
 //! the census client, the API server, the file system and the signals.
 
+pub mod census;
+pub mod census_client;
 pub mod label;
 pub mod metrics;
 pub mod peer_file;
@@ -19,7 +21,6 @@ pub mod peer_set;
 pub mod pod_watch;
 pub mod role_loop;
 pub mod role_state;
-pub mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,14 +33,14 @@ use kube::Api;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use self::census_client::{CensusClient, GatewayToken};
 use self::label::KubeLabelWriter;
 use self::metrics::{Health, Metrics, admin_router, bind_admin, serve_admin};
 use self::peer_file::PeerFile;
 use self::peer_set::{DEFAULT_GOSSIP_PORT, PeerSelector};
 use self::pod_watch::PodWatch;
 use self::role_loop::{RoleLoop, RoleLoopConfig};
-use self::supervisor::{CensusClient, GatewayToken};
-use crate::duration::parse_duration;
+use crate::runtime::duration::parse_duration;
 
 /// How long the other tasks get to finish after the role loop has removed the label.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,8 +81,8 @@ pub struct SidecarArgs {
     /// Plain-HTTP admin listener: /metrics, /livez, /readyz.
     #[arg(long, env = "HABITAT_BOOTSTRAP_METRICS_LISTEN", default_value = "0.0.0.0:9639")]
     pub metrics_listen: SocketAddr,
-    #[arg(long, env = "HABITAT_BOOTSTRAP_LOG_FORMAT", value_enum, default_value_t = crate::process::LogFormat::Json)]
-    pub log_format: crate::process::LogFormat,
+    #[arg(long, env = "HABITAT_BOOTSTRAP_LOG_FORMAT", value_enum, default_value_t = crate::runtime::logging::LogFormat::Json)]
+    pub log_format: crate::runtime::logging::LogFormat,
     /// Watch-file mode. Boxed: these options would otherwise make every `cli::Command` large.
     #[command(flatten)]
     pub peer_watch: Box<PeerWatchArgs>,
@@ -127,7 +128,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         peer_watch,
     } = args;
     let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, gossip_port } = *peer_watch;
-    crate::process::init_logging(log_format);
+    crate::runtime::logging::init_logging(log_format);
     validate_label_key(&label_key)?;
     let census = CensusClient::new(&census_url, token, census_timeout)?;
     let client = kube::Client::try_default()
@@ -174,7 +175,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         tasks.spawn(watch.run(stopped()));
     }
     tokio::spawn(async move {
-        crate::process::termination_signal().await;
+        crate::runtime::signals::termination_signal().await;
         info!("termination signal received: removing the role label and stopping");
         let _ = stop_tx.send(true);
     });

@@ -48,9 +48,12 @@ impl Webhook {
         Self { port: free_port(), admin_port: free_port(), ca_pem: ca.cert_pem, dir, child: None }
     }
 
-    pub fn cert_reloader(&self) -> std::sync::Arc<hab_bootstrap::server::tls::CertReloader> {
-        hab_bootstrap::server::tls::CertReloader::load(self.dir.join("tls.crt"), self.dir.join("tls.key"))
-            .unwrap()
+    pub fn cert_reloader(&self) -> std::sync::Arc<hab_bootstrap::webhook::server::tls::CertReloader> {
+        hab_bootstrap::webhook::server::tls::CertReloader::load(
+            self.dir.join("tls.crt"),
+            self.dir.join("tls.key"),
+        )
+        .unwrap()
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -435,7 +435,7 @@ mod other_webhook {
         let certs = ours.cert_reloader();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        tokio::spawn(hab_bootstrap::server::serve_tls(
+        tokio::spawn(hab_bootstrap::webhook::server::serve_tls(
             listener,
             certs.server_config(),
             app,

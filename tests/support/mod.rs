@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use base64::Engine;
-use hab_bootstrap::admission::{Admission, ClusterView, EventSink, EventType};
-use hab_bootstrap::decision::ServiceFact;
-use hab_bootstrap::settings::InjectionSettings;
+use hab_bootstrap::injection::decision::ServiceFact;
+use hab_bootstrap::injection::settings::InjectionSettings;
+use hab_bootstrap::webhook::admission::{Admission, ClusterView, EventSink, EventType};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};

@@ -11,12 +11,12 @@ use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::annotations;
-use crate::decision::{self, Decision, Facts, NotOurs, ServiceFact};
-use crate::metrics::{Metrics, ReasonLabels, RequestLabels, WebhookLabels};
-use crate::review::{BadReview, MetadataOnly, Request, Response};
-use crate::settings::InjectionSettings;
-use crate::template_label::{TemplateDecision, decide_template};
+use crate::injection::annotations;
+use crate::injection::decision::{self, Decision, Facts, NotOurs, ServiceFact};
+use crate::injection::settings::InjectionSettings;
+use crate::injection::template_label::{TemplateDecision, decide_template};
+use crate::webhook::metrics::{Metrics, ReasonLabels, RequestLabels, WebhookLabels};
+use crate::webhook::review::{BadReview, MetadataOnly, Request, Response};
 
 /// What the webhook reads from the cluster.
 pub trait ClusterView: Send + Sync + 'static {
@@ -223,9 +223,9 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                     return (response, "unchanged");
                 }
                 let plan = match &injection.plan {
-                    crate::peers::PeerPlan::Live(_) => "live_peers",
-                    crate::peers::PeerPlan::FoundRing => "founds_ring",
-                    crate::peers::PeerPlan::AwaitFirst(_) => "await_first",
+                    crate::injection::peers::PeerPlan::Live(_) => "live_peers",
+                    crate::injection::peers::PeerPlan::FoundRing => "founds_ring",
+                    crate::injection::peers::PeerPlan::AwaitFirst(_) => "await_first",
                 };
                 self.metrics.injections.get_or_create(&ReasonLabels { reason: plan }).inc();
                 info!(summary = %injection.summary, warnings = injection.warnings.len(), dry_run = request.dry_run, "injected");

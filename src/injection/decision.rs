@@ -8,16 +8,16 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, Pod, Service, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::annotations::{self, BootstrapOptions, PeerMode};
-use crate::injection::env::{self, downward, literal};
-use crate::injection::sidecar::{
+use crate::injection::annotations::{self, BootstrapOptions, PeerMode};
+use crate::injection::peers::{PeerPlan, RingAddress, plan_peers, resolves_in_dns};
+use crate::injection::pod_identity::{ordinal, statefulset_owner};
+use crate::injection::render::env::{self, downward, literal};
+use crate::injection::render::sidecar::{
     SERVICE_ACCOUNT_MOUNT, SIDECAR_NAME, SidecarInputs, WatchFileInputs, sidecar_container,
 };
-use crate::injection::{self, InjectionPlan, InjectionStatus, PEERS_FILE, peers_volume_mount};
-use crate::peers::{PeerPlan, RingAddress, plan_peers, resolves_in_dns};
-use crate::pod_identity::{ordinal, statefulset_owner};
-use crate::settings::InjectionSettings;
-use crate::supervisor::{self, SupervisorFlags};
+use crate::injection::render::{self, InjectionPlan, InjectionStatus, PEERS_FILE, peers_volume_mount};
+use crate::injection::settings::InjectionSettings;
+use crate::injection::supervisor_args::{self, SupervisorFlags};
 
 /// Why a pod is left alone without looking anything up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +125,11 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
 
     // Read the pod as the user wrote it, without an earlier injection of ours.
     let mut analysed = pod.clone();
-    injection::strip_previous(&mut analysed);
+    render::strip_previous(&mut analysed);
     let containers = analysed.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
-    let sup_index = supervisor::find_supervisor(containers, options.supervisor_container.as_deref())?;
+    let sup_index = supervisor_args::find_supervisor(containers, options.supervisor_container.as_deref())?;
     let sup = &containers[sup_index];
-    let flags = supervisor::parse_flags(sup);
+    let flags = supervisor_args::parse_flags(sup);
     if let Some(clash) = containers_named(&analysed, SIDECAR_NAME).next().filter(|_| options.role_sidecar) {
         return Err(format!(
             "the pod already has a container named {:?}, the role sidecar's name; rename it or set \
@@ -173,7 +173,7 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
         warnings
             .push(format!("no member is alive yet: peering {first}; it restarts until that name resolves"));
     }
-    if supervisor::sup_run_flags_start(sup).is_none() && options.supervisor_container.is_none() {
+    if supervisor_args::sup_run_flags_start(sup).is_none() && options.supervisor_container.is_none() {
         warnings.push(format!(
             "no container runs `hab sup run` visibly; using {:?} (set {})",
             sup.name,
@@ -247,7 +247,7 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
         sidecar,
     };
     let mut mutated = pod.clone();
-    let status = injection::apply(&mut mutated, injection_plan);
+    let status = render::apply(&mut mutated, injection_plan);
     let summary = summarize(&pod_name, &plan, &status, options.peer_mode);
     Ok(Injection { pod: mutated, status, plan, warnings, summary })
 }

@@ -10,14 +10,15 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::admission::Admission;
-use crate::cluster::{KubeCluster, KubeEvents};
-use crate::duration::parse_duration;
-use crate::process::{self, LogFormat};
-use crate::server::admin::{self, Readiness};
-use crate::server::tls::CertReloader;
-use crate::server::{routes, serve_tls};
-use crate::settings::InjectionSettings;
+use crate::injection::settings::InjectionSettings;
+use crate::runtime::admin::{self, Readiness};
+use crate::runtime::duration::parse_duration;
+use crate::runtime::logging::{self, LogFormat};
+use crate::runtime::signals::termination_signal;
+use crate::webhook::admission::Admission;
+use crate::webhook::cluster::{KubeCluster, KubeEvents};
+use crate::webhook::server::tls::CertReloader;
+use crate::webhook::server::{routes, serve_tls};
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {
@@ -67,7 +68,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         pod_name,
         settings,
     } = args;
-    process::init_logging(log_format);
+    logging::init_logging(log_format);
 
     let certs = CertReloader::load(&tls_cert, &tls_key).context("loading the serving certificate")?;
     certs.spawn_polling(cert_reload_interval);
@@ -104,17 +105,17 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let server =
         tokio::spawn(serve_tls(listener, certs.server_config(), app, wait_for(stop_rx), drain_timeout));
 
-    process::termination_signal().await;
+    termination_signal().await;
     readiness.set_terminating();
     info!(?shutdown_delay, "termination signal: reporting not ready, still serving");
     tokio::select! {
         () = tokio::time::sleep(shutdown_delay) => {}
-        () = process::termination_signal() => warn!("second signal: stopping now"),
+        () = termination_signal() => warn!("second signal: stopping now"),
     }
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = server => {}
-        () = process::termination_signal() => warn!("second signal: abandoning the drain"),
+        () = termination_signal() => warn!("second signal: abandoning the drain"),
     }
     let _ = admin.await;
     info!("stopped");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sidecar::supervisor::{CensusClient, GatewayToken};
+use crate::sidecar::census_client::{CensusClient, GatewayToken};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Census {
@@ -214,7 +214,7 @@ pub struct RoleArgs {
     #[arg(long, env = "HABITAT_BOOTSTRAP_GATEWAY_TOKEN", hide_env_values = true)]
     pub token: Option<GatewayToken>,
     /// How long to wait for the census.
-    #[arg(long, default_value = "5s", value_parser = crate::duration::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::runtime::duration::parse_duration)]
     pub timeout: Duration,
 }
 
