@@ -15,6 +15,7 @@ use crate::runtime::admin::{self, Readiness};
 use crate::runtime::duration::parse_duration;
 use crate::runtime::logging::{self, LogFormat};
 use crate::runtime::signals::termination_signal;
+use crate::runtime::{kube_client, tokio_runtime};
 use crate::webhook::admission::Admission;
 use crate::webhook::cluster::{KubeCluster, KubeEvents};
 use crate::webhook::server::tls::CertReloader;
@@ -54,7 +55,11 @@ pub struct WebhookArgs {
     pub settings: InjectionSettings,
 }
 
-pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
+    tokio_runtime().block_on(serve(args))
+}
+
+async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let WebhookArgs {
         listen,
         admin_listen,
@@ -72,7 +77,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
 
     let certs = CertReloader::load(&tls_cert, &tls_key).context("loading the serving certificate")?;
     certs.spawn_polling(cert_reload_interval);
-    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
+    let client = kube_client().await?;
     let cluster = KubeCluster::start(client.clone(), live_read_timeout);
     let events = KubeEvents::new(client, pod_name);
     let admission = Arc::new(Admission { cluster, events, settings, metrics: Default::default() });
