@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
+use hab_bootstrap::runtime::admin::Health;
 use hab_bootstrap::sidecar::census::Role;
 use hab_bootstrap::sidecar::label::{KubeLabelWriter, LabelAction, LabelWriteError, LabelWriter};
-use hab_bootstrap::sidecar::metrics::{Health, Metrics, ResultLabels};
+use hab_bootstrap::sidecar::metrics::{Metrics, ResultLabels};
 use hab_bootstrap::sidecar::peer_file::PeerFile;
 use hab_bootstrap::sidecar::peer_set::PeerSelector;
 use hab_bootstrap::sidecar::pod_watch::PodWatch;

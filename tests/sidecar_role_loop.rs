@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hab_bootstrap::runtime::admin::Health;
 use hab_bootstrap::sidecar::census::Role;
 use hab_bootstrap::sidecar::census_client::CensusClient;
 use hab_bootstrap::sidecar::label::{LabelAction, LabelWriteError, LabelWriter};
-use hab_bootstrap::sidecar::metrics::{Health, Metrics, WriteLabels};
+use hab_bootstrap::sidecar::metrics::{Metrics, WriteLabels};
 use hab_bootstrap::sidecar::role_loop::{RoleLoop, RoleLoopConfig};
 use sidecar_support::{Reply, StandInSupervisor};
 use tokio::sync::{mpsc, oneshot};

@@ -11,13 +11,15 @@ use kube::Api;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::injection::supervisor_args::DEFAULT_GOSSIP_PORT;
+use crate::runtime::admin;
 use crate::runtime::duration::parse_duration;
 use crate::runtime::{kube_client, tokio_runtime};
 use crate::sidecar::census_client::{CensusClient, GatewayToken};
 use crate::sidecar::label::KubeLabelWriter;
-use crate::sidecar::metrics::{Health, Metrics, admin_router, bind_admin, serve_admin};
+use crate::sidecar::metrics::{self, Metrics, metrics_text};
 use crate::sidecar::peer_file::PeerFile;
-use crate::sidecar::peer_set::{DEFAULT_GOSSIP_PORT, PeerSelector};
+use crate::sidecar::peer_set::PeerSelector;
 use crate::sidecar::pod_watch::PodWatch;
 use crate::sidecar::role_loop::{RoleLoop, RoleLoopConfig};
 
@@ -120,8 +122,10 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     let metrics = Metrics::new();
     // One round takes at most a poll, a write and the interval; several missed rounds is a stall.
     let stale_after = (interval + census_timeout + config.write_timeout) * 3;
-    let health = Arc::new(Health::new(stale_after, peer_watch_file.is_none()));
-    let listener = bind_admin(metrics_listen).await?;
+    let health = Arc::new(metrics::health(stale_after, peer_watch_file.is_none()));
+    let listener = tokio::net::TcpListener::bind(metrics_listen)
+        .await
+        .map_err(|err| anyhow::anyhow!("listening on --metrics-listen {metrics_listen}: {err}"))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -131,11 +135,11 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
-    let router = admin_router(&metrics, health.clone());
+    let router = admin::router(health.clone(), metrics_text(&metrics));
     tasks.spawn({
         let stopped = stopped();
         async move {
-            if let Err(err) = serve_admin(listener, router, stopped).await {
+            if let Err(err) = admin::serve(listener, router, stopped).await {
                 warn!(error = %err, "admin server failed");
             }
         }

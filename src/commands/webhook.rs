@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::injection::settings::InjectionSettings;
-use crate::runtime::admin::{self, Readiness};
+use crate::runtime::admin::{self, Health};
 use crate::runtime::duration::parse_duration;
 use crate::runtime::logging::{self, LogFormat};
 use crate::runtime::signals::termination_signal;
@@ -82,9 +82,9 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let events = KubeEvents::new(client, pod_name);
     let admission = Arc::new(Admission { cluster, events, settings, metrics: Default::default() });
 
-    let readiness = Arc::new(Readiness::default());
+    let health = Arc::new(Health::default());
     let metrics_source = Arc::clone(&admission);
-    let admin_app = admin::router(Arc::clone(&readiness), Arc::new(move || metrics_source.metrics.encode()));
+    let admin_app = admin::router(Arc::clone(&health), Arc::new(move || Ok(metrics_source.metrics.encode())));
     let admin_listener = TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("binding the admin port {admin_listen}"))?;
@@ -94,15 +94,15 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_stop = wait_for(stop_rx.clone());
     let admin = tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin_app).with_graceful_shutdown(admin_stop).await {
+        if let Err(e) = admin::serve(admin_listener, admin_app, admin_stop).await {
             error!(error = %e, "admin server failed");
         }
     });
     let sync_source = Arc::clone(&admission);
-    let sync_readiness = Arc::clone(&readiness);
+    let sync_health = Arc::clone(&health);
     tokio::spawn(async move {
         sync_source.cluster.wait_synced().await;
-        sync_readiness.set_synced();
+        sync_health.set_ready();
         info!("caches synced: ready");
     });
 
@@ -111,7 +111,7 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(serve_tls(listener, certs.server_config(), app, wait_for(stop_rx), drain_timeout));
 
     termination_signal().await;
-    readiness.set_terminating();
+    health.set_terminating();
     info!(?shutdown_delay, "termination signal: reporting not ready, still serving");
     tokio::select! {
         () = tokio::time::sleep(shutdown_delay) => {}

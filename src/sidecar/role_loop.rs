@@ -6,10 +6,11 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
+use crate::runtime::admin::Health;
 use crate::sidecar::census::{Role, RoleDecision, decide_role};
 use crate::sidecar::census_client::CensusClient;
 use crate::sidecar::label::{LabelAction, LabelWriteError, LabelWriter};
-use crate::sidecar::metrics::{Health, KindLabels, Metrics, WriteLabels};
+use crate::sidecar::metrics::{KindLabels, Metrics, WriteLabels};
 use crate::sidecar::role_state::{Backoff, RoleTracker};
 
 #[derive(Debug, Clone)]
