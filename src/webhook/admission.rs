@@ -1,21 +1,26 @@
 //! From an AdmissionReview body to the answer: classify cheaply, gather facts only for pods that
 //! may be ours, decide, and explain (warnings, Events, metrics, logs).
+//!
+//! A pod review walks down `admit_pod`'s steps in order; each hands the next its input or stops
+//! the review with a `Stop`, which `pod_response` turns into the answer and its metrics. The JSON
+//! patch is [`crate::webhook::patch`]; the outcomes and denials, [`crate::webhook::outcome`].
 
 use std::future::Future;
 use std::time::Instant;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
+use json_patch::Patch;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, Pod, Volume};
-use serde::Serialize;
+use k8s_openapi::api::core::v1::Pod;
 use tracing::{debug, info, warn};
 
 use crate::injection::annotations;
-use crate::injection::decision::{self, Decision, Facts, NotOurs, ServiceFact};
+use crate::injection::decision::{self, Candidate, Decision, Facts, Injection, NotOurs, ServiceFact};
+use crate::injection::peers::PeerPlan;
 use crate::injection::settings::InjectionSettings;
 use crate::injection::template_label::{TemplateDecision, decide_template};
 use crate::webhook::metrics::{Metrics, ReasonLabels, RequestLabels, WebhookLabels};
+use crate::webhook::outcome::{Denial, Outcome, Skip};
+use crate::webhook::patch::pod_patch;
 use crate::webhook::review::{BadReview, MetadataOnly, Request, Response};
 
 /// What the webhook reads from the cluster.
@@ -72,6 +77,20 @@ pub struct Admission<C, E> {
 const POD_WEBHOOK: &str = "pods";
 const STS_WEBHOOK: &str = "statefulsets";
 
+/// Where a pod review ended before an injection.
+enum Stop {
+    Skipped(Skip, Option<String>),
+    Denied(Denial),
+    /// Already injected as we would: nothing to change, and nothing new to say.
+    Unchanged,
+}
+
+/// The pod being reviewed, by name.
+struct PodName {
+    ns: String,
+    name: String,
+}
+
 impl<C: ClusterView, E: EventSink> Admission<C, E> {
     /// Answers a pod review. Err only when the body cannot be answered at all (HTTP 4xx).
     pub async fn review_pod(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
@@ -97,7 +116,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         &self,
         webhook: &'static str,
         started: Instant,
-        result: Result<impl Future<Output = (Vec<u8>, &'static str)>, BadReview>,
+        result: Result<impl Future<Output = (Vec<u8>, Outcome)>, BadReview>,
     ) -> Result<Vec<u8>, BadReview> {
         let (answer, outcome) = match result {
             Ok(fut) => {
@@ -106,10 +125,10 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             }
             Err(e) => {
                 warn!(webhook, error = %e.message, "unreadable admission review");
-                (Err(e), "bad_request")
+                (Err(e), Outcome::BadRequest)
             }
         };
-        self.metrics.requests.get_or_create(&RequestLabels { webhook, outcome }).inc();
+        self.metrics.requests.get_or_create(&RequestLabels { webhook, outcome: outcome.label() }).inc();
         self.metrics
             .duration
             .get_or_create(&WebhookLabels { webhook })
@@ -118,154 +137,181 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
     }
 
     #[tracing::instrument(name = "pod", skip_all, fields(uid = %request.uid, ns, name))]
-    async fn pod_response(&self, request: &Request<'_>) -> (Response, &'static str) {
+    async fn pod_response(&self, request: &Request<'_>) -> (Response, Outcome) {
         let response = request.respond();
-        if request.kind.kind != "Pod" || request.operation != "CREATE" {
-            return self.not_ours(response, NotOurs::NotAPodCreate);
+        match self.admit_pod(request).await {
+            Ok((patch, warnings)) => (response.with_patch(patch).with_warnings(warnings), Outcome::Injected),
+            Err(Stop::Unchanged) => (response, Outcome::Unchanged),
+            Err(Stop::Skipped(skip, warning)) => {
+                self.metrics.skips.get_or_create(&ReasonLabels { reason: skip.reason() }).inc();
+                match warning {
+                    Some(warning) => (response.with_warnings(vec![truncate(warning)]), Outcome::Skipped),
+                    None => (response, Outcome::Skipped),
+                }
+            }
+            Err(Stop::Denied(denial)) => self.deny(response, &denial),
         }
-        // Metadata first: most pods are told apart without decoding their spec.
-        let meta = match request.object::<MetadataOnly>() {
-            Ok(m) => m.metadata,
-            Err(e) => return self.deny(response, "unreadable_pod", format!("cannot read the pod: {e}")),
-        };
-        let ns = request.namespace.clone().or(meta.namespace.clone()).unwrap_or_default();
-        let name = meta.name.clone().or(request.name.clone()).unwrap_or_default();
-        tracing::Span::current().record("ns", ns.as_str()).record("name", name.as_str());
-        let candidate = match decision::classify(&Pod { metadata: meta, ..Default::default() }) {
-            Ok(c) => c,
-            Err(reason) => return self.not_ours(response, reason),
-        };
-        let sts = match self
-            .cluster
-            .statefulset(&ns, &candidate.statefulset, &candidate.statefulset_uid, candidate.labelled)
-            .await
-        {
-            Ok(Some(sts)) => sts,
-            Ok(None) if candidate.labelled => {
-                let msg = format!(
-                    "StatefulSet {ns}/{} that owns this pod was not found, so its peers cannot be \
-                     computed; the StatefulSet controller retries",
-                    candidate.statefulset
-                );
-                return self.deny(response, "owner_not_found", msg);
-            }
-            Ok(None) => return self.not_ours(response, NotOurs::NoStatefulSetOwner),
-            Err(e) => {
-                let msg = format!(
-                    "cannot read StatefulSet {ns}/{} ({e}); refusing rather than starting a \
-                     supervisor without peers; the StatefulSet controller retries",
-                    candidate.statefulset
-                );
-                return self.deny(response, "api_unavailable", msg);
-            }
-        };
-        if !annotations::opted_in(sts.metadata.annotations.as_ref()) {
-            if !candidate.labelled {
-                self.metrics.skips.get_or_create(&ReasonLabels { reason: "not_annotated" }).inc();
-                debug!("StatefulSet not annotated: left alone");
-                return (response, "skipped");
-            }
-            let note = format!(
-                "{name}: not injected: it carries label {}=true but StatefulSet {} is not annotated {}=true",
-                annotations::BOOTSTRAP,
-                candidate.statefulset,
-                annotations::BOOTSTRAP
-            );
-            self.metrics.skips.get_or_create(&ReasonLabels { reason: "label_without_annotation" }).inc();
-            if !request.dry_run {
-                self.events.publish(&sts, &name, EventType::Warning, "InjectionSkipped", note.clone());
-            }
-            info!(%note, "skipped");
-            return (response.with_warnings(vec![truncate(note)]), "skipped");
-        }
+    }
 
-        let pod: Pod = match request.object() {
-            Ok(p) => p,
-            Err(e) => return self.deny(response, "unreadable_pod", format!("cannot read the pod: {e}")),
-        };
+    /// The steps of a pod review, cheapest first: most pods are told apart without decoding their
+    /// spec or reading anything.
+    async fn admit_pod(&self, request: &Request<'_>) -> Result<(Patch, Vec<String>), Stop> {
+        if request.kind.kind != "Pod" || request.operation != "CREATE" {
+            return Err(Stop::Skipped(Skip::NotOurs(NotOurs::NotAPodCreate), None));
+        }
+        let (pod_name, candidate) = classify(request)?;
+        let sts = self.owner(&pod_name, &candidate).await?;
+        self.check_opted_in(request, &pod_name, &candidate, &sts)?;
+        let pod: Pod = request.object().map_err(|e| Stop::Denied(Denial::UnreadablePod(e)))?;
+        let facts = self.gather_facts(&pod_name, &candidate, sts, &pod).await?;
+        self.inject(request, &pod_name, pod, &facts)
+    }
+
+    /// The StatefulSet that owns the pod, from the cache (or, for a pod labelled ours, the API).
+    async fn owner(&self, pod: &PodName, candidate: &Candidate) -> Result<StatefulSet, Stop> {
+        let found = self
+            .cluster
+            .statefulset(&pod.ns, &candidate.statefulset, &candidate.statefulset_uid, candidate.labelled)
+            .await;
+        let (ns, statefulset) = (pod.ns.clone(), candidate.statefulset.clone());
+        match found {
+            Ok(Some(sts)) => Ok(sts),
+            Ok(None) if candidate.labelled => Err(Stop::Denied(Denial::OwnerNotFound { ns, statefulset })),
+            Ok(None) => Err(Stop::Skipped(Skip::NotOurs(NotOurs::NoStatefulSetOwner), None)),
+            Err(error) => Err(Stop::Denied(Denial::OwnerUnreadable { ns, statefulset, error })),
+        }
+    }
+
+    /// Goes on only for a StatefulSet annotated ours; a pod labelled ours without it is told why.
+    fn check_opted_in(
+        &self,
+        request: &Request<'_>,
+        pod: &PodName,
+        candidate: &Candidate,
+        sts: &StatefulSet,
+    ) -> Result<(), Stop> {
+        if annotations::opted_in(sts.metadata.annotations.as_ref()) {
+            return Ok(());
+        }
+        if !candidate.labelled {
+            debug!("StatefulSet not annotated: left alone");
+            return Err(Stop::Skipped(Skip::NotAnnotated, None));
+        }
+        let note = format!(
+            "{}: not injected: it carries label {}=true but StatefulSet {} is not annotated {}=true",
+            pod.name,
+            annotations::BOOTSTRAP,
+            candidate.statefulset,
+            annotations::BOOTSTRAP
+        );
+        if !request.dry_run {
+            self.events.publish(sts, &pod.name, EventType::Warning, "InjectionSkipped", note.clone());
+        }
+        info!(%note, "skipped");
+        Err(Stop::Skipped(Skip::LabelWithoutAnnotation, Some(note)))
+    }
+
+    /// What the decision needs besides the pod; the two API reads run side by side.
+    async fn gather_facts(
+        &self,
+        pod_name: &PodName,
+        candidate: &Candidate,
+        sts: StatefulSet,
+        pod: &Pod,
+    ) -> Result<Facts, Stop> {
+        let ns = &pod_name.ns;
         let service_name = sts.spec.as_ref().and_then(|s| s.service_name.clone()).unwrap_or_default();
-        // Both reads go to the API server; run them side by side.
         let (siblings, sidecar_can_label) = tokio::join!(
-            self.cluster.pods_of(&ns, &sts),
-            self.cluster.can_patch_pods(&ns, decision::service_account(&pod))
+            self.cluster.pods_of(ns, &sts),
+            self.cluster.can_patch_pods(ns, decision::service_account(pod))
         );
         let siblings = match siblings {
             Ok(p) => p,
-            Err(e) => {
-                let msg = format!(
-                    "cannot list the pods of StatefulSet {ns}/{} to choose peers ({e}); the \
-                     StatefulSet controller retries",
-                    candidate.statefulset
-                );
+            Err(error) => {
+                let denial = Denial::PodsUnlisted {
+                    ns: ns.clone(),
+                    statefulset: candidate.statefulset.clone(),
+                    error,
+                };
+                let name = &pod_name.name;
                 self.events.publish(
                     &sts,
-                    &name,
+                    name,
                     EventType::Warning,
                     "InjectionDenied",
-                    format!("{name}: {msg}"),
+                    format!("{name}: {denial}"),
                 );
-                return self.deny(response, "api_unavailable", msg);
+                return Err(Stop::Denied(denial));
             }
         };
-        let facts = Facts {
-            service: self.cluster.service(&ns, &service_name),
+        Ok(Facts {
+            service: self.cluster.service(ns, &service_name),
             statefulset: sts,
             siblings,
             sidecar_can_label,
-        };
-        match decision::decide(&pod, &facts, &self.settings) {
-            Decision::Inject(injection) => {
-                let patch = pod_patch(pod, injection.pod);
-                if patch.0.is_empty() {
-                    // Already injected as we would (a reinvocation, a replayed request): nothing
-                    // to change, and nothing new to say.
-                    debug!(summary = %injection.summary, "already injected");
-                    return (response, "unchanged");
-                }
-                let plan = match &injection.plan {
-                    crate::injection::peers::PeerPlan::Live(_) => "live_peers",
-                    crate::injection::peers::PeerPlan::FoundRing => "founds_ring",
-                    crate::injection::peers::PeerPlan::AwaitFirst(_) => "await_first",
-                };
-                self.metrics.injections.get_or_create(&ReasonLabels { reason: plan }).inc();
-                info!(summary = %injection.summary, warnings = injection.warnings.len(), dry_run = request.dry_run, "injected");
-                if !request.dry_run {
-                    let mut note = injection.summary.clone();
-                    if !injection.warnings.is_empty() {
-                        note = format!("{note}; warnings: {}", injection.warnings.join("; "));
-                    }
-                    self.events.publish(&facts.statefulset, &name, EventType::Normal, "Injected", note);
-                }
-                let warnings = injection.warnings.into_iter().map(truncate).collect();
-                (response.with_patch(patch).with_warnings(warnings), "injected")
-            }
+        })
+    }
+
+    /// Decides, and explains the decision: the patch and its warnings, or the denial.
+    fn inject(
+        &self,
+        request: &Request<'_>,
+        pod_name: &PodName,
+        pod: Pod,
+        facts: &Facts,
+    ) -> Result<(Patch, Vec<String>), Stop> {
+        let name = &pod_name.name;
+        let injection = match decision::decide(&pod, facts, &self.settings) {
+            Decision::Inject(injection) => injection,
             Decision::Deny(msg) => {
                 if !request.dry_run {
                     self.events.publish(
                         &facts.statefulset,
-                        &name,
+                        name,
                         EventType::Warning,
                         "InjectionDenied",
                         format!("{name}: {msg}"),
                     );
                 }
-                self.deny(response, "invalid", msg)
+                return Err(Stop::Denied(Denial::Invalid(msg)));
             }
+        };
+        let Injection { pod: injected, plan, warnings, summary, .. } = *injection;
+        let patch = pod_patch(pod, injected);
+        if patch.0.is_empty() {
+            // A reinvocation, a replayed request.
+            debug!(%summary, "already injected");
+            return Err(Stop::Unchanged);
         }
+        let plan = match plan {
+            PeerPlan::Live(_) => "live_peers",
+            PeerPlan::FoundRing => "founds_ring",
+            PeerPlan::AwaitFirst(_) => "await_first",
+        };
+        self.metrics.injections.get_or_create(&ReasonLabels { reason: plan }).inc();
+        info!(%summary, warnings = warnings.len(), dry_run = request.dry_run, "injected");
+        if !request.dry_run {
+            let mut note = summary;
+            if !warnings.is_empty() {
+                note = format!("{note}; warnings: {}", warnings.join("; "));
+            }
+            self.events.publish(&facts.statefulset, name, EventType::Normal, "Injected", note);
+        }
+        Ok((patch, warnings.into_iter().map(truncate).collect()))
     }
 
-    fn statefulset_response(&self, request: &Request<'_>) -> (Response, &'static str) {
+    fn statefulset_response(&self, request: &Request<'_>) -> (Response, Outcome) {
         let response = request.respond();
         if request.kind.kind != "StatefulSet" || !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
-            return (response, "unchanged");
+            return (response, Outcome::Unchanged);
         }
         let sts: StatefulSet = match request.object() {
             Ok(s) => s,
-            Err(e) => return (response.deny(format!("cannot read the StatefulSet: {e}")), "denied"),
+            Err(e) => return self.deny(response, &Denial::UnreadableStatefulSet(e)),
         };
         match decide_template(&sts) {
-            TemplateDecision::Unchanged => (response, "unchanged"),
-            TemplateDecision::Deny(msg) => (response.deny(msg), "denied"),
+            TemplateDecision::Unchanged => (response, Outcome::Unchanged),
+            TemplateDecision::Deny(msg) => self.deny(response, &Denial::Template(msg)),
             TemplateDecision::Relabel { mutated, labelled } => {
                 let patch = json_patch::diff(
                     &serde_json::to_value(&sts).expect("statefulsets serialize"),
@@ -279,23 +325,34 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                         annotations::BOOTSTRAP
                     ));
                 }
-                (response.with_patch(patch).with_warnings(warnings), "relabelled")
+                (response.with_patch(patch).with_warnings(warnings), Outcome::Relabelled)
             }
         }
     }
 
-    fn not_ours(&self, response: Response, reason: NotOurs) -> (Response, &'static str) {
-        self.metrics.skips.get_or_create(&ReasonLabels { reason: reason.reason() }).inc();
-        (response, "skipped")
-    }
-
-    fn deny(&self, response: Response, reason: &'static str, message: String) -> (Response, &'static str) {
+    /// Every denial of both webhooks: counted by reason, logged, and cut to a readable length.
+    fn deny(&self, response: Response, denial: &Denial) -> (Response, Outcome) {
+        let reason = denial.reason();
         self.metrics.denials.get_or_create(&ReasonLabels { reason }).inc();
         // Messages quote names from the request: a hostile one must not make a huge answer.
-        let message = truncate_to(message, MAX_DENIAL);
+        let message = truncate_to(denial.to_string(), MAX_DENIAL);
         warn!(reason, %message, "denied");
-        (response.deny(message), "denied")
+        (response.deny(message), Outcome::Denied)
     }
+}
+
+/// The pod's name and owner, from its metadata alone.
+fn classify(request: &Request<'_>) -> Result<(PodName, Candidate), Stop> {
+    let meta = match request.object::<MetadataOnly>() {
+        Ok(m) => m.metadata,
+        Err(e) => return Err(Stop::Denied(Denial::UnreadablePod(e))),
+    };
+    let ns = request.namespace.clone().or(meta.namespace.clone()).unwrap_or_default();
+    let name = meta.name.clone().or(request.name.clone()).unwrap_or_default();
+    tracing::Span::current().record("ns", ns.as_str()).record("name", name.as_str());
+    let candidate = decision::classify(&Pod { metadata: meta, ..Default::default() })
+        .map_err(|reason| Stop::Skipped(Skip::NotOurs(reason), None))?;
+    Ok((PodName { ns, name }, candidate))
 }
 
 /// kubectl shows warnings one per line; the API guidance is 120 characters, and past 256 they are
@@ -317,213 +374,4 @@ fn truncate_to(mut text: String, max: usize) -> String {
         text.push('…');
     }
     text
-}
-
-/// The JSON patch from `before` to `after`: the operations `json_patch::diff` gives for the two
-/// pods' JSON, computed where the typed pods differ instead of on two whole serialized pods.
-///
-/// An injection changes the annotations and the container, init container and volume lists; the
-/// rest of the pod (managed fields, untouched containers with their probes, ...) is compared typed
-/// and never serialized, and within the lists only changed or added items are. Serializing and
-/// diffing the whole pods took about 60% of answering a realistic review (BENCHMARKS.md). When
-/// anything outside those parts differs, the whole pods are diffed as before.
-pub fn pod_patch(mut before: Pod, mut after: Pod) -> Patch {
-    let parts_before = InjectedParts::take(&mut before);
-    let parts_after = InjectedParts::take(&mut after);
-    if before == after {
-        return parts_before.diff(&parts_after);
-    }
-    parts_before.put_back(&mut before);
-    parts_after.put_back(&mut after);
-    json_patch::diff(&to_value(&before), &to_value(&after))
-}
-
-/// The parts of a pod an injection changes.
-struct InjectedParts {
-    annotations: Option<std::collections::BTreeMap<String, String>>,
-    containers: Vec<Container>,
-    init_containers: Option<Vec<Container>>,
-    volumes: Option<Vec<Volume>>,
-}
-
-impl InjectedParts {
-    fn take(pod: &mut Pod) -> Self {
-        let spec = pod.spec.as_mut();
-        let (containers, init_containers, volumes) = match spec {
-            Some(s) => (std::mem::take(&mut s.containers), s.init_containers.take(), s.volumes.take()),
-            None => (Vec::new(), None, None),
-        };
-        Self { annotations: pod.metadata.annotations.take(), containers, init_containers, volumes }
-    }
-
-    fn put_back(self, pod: &mut Pod) {
-        pod.metadata.annotations = self.annotations;
-        if let Some(spec) = pod.spec.as_mut() {
-            spec.containers = self.containers;
-            spec.init_containers = self.init_containers;
-            spec.volumes = self.volumes;
-        }
-    }
-
-    /// Operations in the order `json_patch::diff` emits them for the same keys.
-    fn diff(&self, after: &Self) -> Patch {
-        let mut ops = Vec::new();
-        optional_ops(
-            &mut ops,
-            PointerBuf::from_tokens(["metadata", "annotations"]),
-            self.annotations.as_ref(),
-            after.annotations.as_ref(),
-            |ops, path, b, a| prefixed_diff(ops, path, &to_value(b), &to_value(a)),
-        );
-        list_ops(
-            &mut ops,
-            &PointerBuf::from_tokens(["spec", "containers"]),
-            &self.containers,
-            &after.containers,
-        );
-        optional_ops(
-            &mut ops,
-            PointerBuf::from_tokens(["spec", "initContainers"]),
-            self.init_containers.as_ref(),
-            after.init_containers.as_ref(),
-            |ops, path, b, a| list_ops(ops, &path, b, a),
-        );
-        optional_ops(
-            &mut ops,
-            PointerBuf::from_tokens(["spec", "volumes"]),
-            self.volumes.as_ref(),
-            after.volumes.as_ref(),
-            |ops, path, b, a| list_ops(ops, &path, b, a),
-        );
-        Patch(ops)
-    }
-}
-
-fn to_value(value: &impl Serialize) -> serde_json::Value {
-    serde_json::to_value(value).expect("Kubernetes objects serialize")
-}
-
-/// A field that may be absent on either side: added, removed, or compared by `both`.
-fn optional_ops<T: Serialize>(
-    ops: &mut Vec<PatchOperation>,
-    path: PointerBuf,
-    before: Option<&T>,
-    after: Option<&T>,
-    both: impl FnOnce(&mut Vec<PatchOperation>, PointerBuf, &T, &T),
-) {
-    match (before, after) {
-        (None, None) => {}
-        (None, Some(a)) => ops.push(PatchOperation::Add(AddOperation { path, value: to_value(a) })),
-        (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation { path })),
-        (Some(b), Some(a)) => both(ops, path, b, a),
-    }
-}
-
-/// Index by index, as `json_patch::diff` compares arrays; equal items are skipped unserialized.
-fn list_ops<T: Serialize + PartialEq>(
-    ops: &mut Vec<PatchOperation>,
-    path: &PointerBuf,
-    before: &[T],
-    after: &[T],
-) {
-    let mut shift = 0;
-    for idx in 0..before.len().max(after.len()) {
-        let mut item = path.clone();
-        item.push_back(idx - shift);
-        match (before.get(idx), after.get(idx)) {
-            (Some(b), Some(a)) if b != a => prefixed_diff(ops, item, &to_value(b), &to_value(a)),
-            (Some(_), Some(_)) => {}
-            (Some(_), None) => {
-                shift += 1;
-                ops.push(PatchOperation::Remove(RemoveOperation { path: item }));
-            }
-            (None, Some(a)) => ops.push(PatchOperation::Add(AddOperation { path: item, value: to_value(a) })),
-            (None, None) => unreachable!("idx is below the longer length"),
-        }
-    }
-}
-
-/// `json_patch::diff(before, after)` with every path moved under `prefix`.
-fn prefixed_diff(
-    ops: &mut Vec<PatchOperation>,
-    prefix: PointerBuf,
-    before: &serde_json::Value,
-    after: &serde_json::Value,
-) {
-    let under = |path: &mut PointerBuf| {
-        let mut full = prefix.clone();
-        full.append(&*path);
-        *path = full;
-    };
-    for mut op in json_patch::diff(before, after).0 {
-        match &mut op {
-            PatchOperation::Add(o) => under(&mut o.path),
-            PatchOperation::Remove(o) => under(&mut o.path),
-            PatchOperation::Replace(o) => under(&mut o.path),
-            PatchOperation::Test(o) => under(&mut o.path),
-            PatchOperation::Move(o) => {
-                under(&mut o.path);
-                under(&mut o.from);
-            }
-            PatchOperation::Copy(o) => {
-                under(&mut o.path);
-                under(&mut o.from);
-            }
-        }
-        ops.push(op);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::{Value, json};
-
-    fn fixture(path: &str) -> Value {
-        let text = std::fs::read_to_string(format!(
-            "{}/tests/fixtures/admission/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ));
-        let value: Value = serde_json::from_str(&text.unwrap()).unwrap();
-        value.get("request").map_or(value.clone(), |r| r["object"].clone())
-    }
-
-    /// The fast patch applies to the same result as the whole-pod diff and has the same operations.
-    fn check(before: &Value, after: &Value) {
-        let (b, a): (Pod, Pod) =
-            (serde_json::from_value(before.clone()).unwrap(), serde_json::from_value(after.clone()).unwrap());
-        let whole = json_patch::diff(&to_value(&b), &to_value(&a));
-        let fast = pod_patch(b.clone(), a.clone());
-        let mut patched = to_value(&b);
-        json_patch::patch(&mut patched, &fast).unwrap();
-        assert_eq!(patched, to_value(&a));
-        let sorted = |p: &Patch| {
-            let mut ops: Vec<String> = p.0.iter().map(|o| serde_json::to_string(o).unwrap()).collect();
-            ops.sort();
-            ops
-        };
-        assert_eq!(sorted(&fast), sorted(&whole));
-    }
-
-    #[test]
-    fn fast_patch_equals_the_whole_pod_diff() {
-        let before = fixture("pod-create-redis-2.json");
-        let after = fixture("pod-create-redis-2.injected.json");
-        check(&before, &after);
-        // Reinvocation-like: the injected pod stripped back (items removed, lists dropped).
-        check(&after, &before);
-        // Something outside the injected parts differs: the whole-pod diff is used.
-        let mut relabelled = after.clone();
-        relabelled["metadata"]["labels"]["extra"] = json!("x");
-        relabelled["spec"]["hostname"] = json!("other");
-        check(&before, &relabelled);
-        // No annotations, no volumes, no init containers before.
-        let mut bare = before.clone();
-        for (parent, key) in [("metadata", "annotations"), ("spec", "volumes"), ("spec", "initContainers")] {
-            bare[parent].as_object_mut().unwrap().remove(key);
-        }
-        check(&bare, &after);
-        check(&after, &bare);
-        check(&before, &before);
-    }
 }

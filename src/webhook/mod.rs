@@ -4,5 +4,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod metrics;
+pub mod outcome;
+pub mod patch;
 pub mod review;
 pub mod server;
