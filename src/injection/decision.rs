@@ -2,13 +2,15 @@
 //! to tell the user. Pure: the facts are gathered by the caller (the webhook from its caches and
 //! the API server, `inject` from a manifest).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, Pod, Service, VolumeMount};
+use k8s_openapi::api::apps::v1::StatefulSetSpec;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::injection::annotations::{self, BootstrapOptions, PeerMode};
+pub use crate::injection::facts::{Facts, ServiceFact};
 use crate::injection::peers::{PeerPlan, RingAddress, plan_peers, resolves_in_dns};
 use crate::injection::pod_identity::{ordinal, statefulset_owner};
 use crate::injection::render::env::{self, downward, literal};
@@ -18,6 +20,7 @@ use crate::injection::render::sidecar::{
 use crate::injection::render::{self, InjectionPlan, InjectionStatus, PEERS_FILE, peers_volume_mount};
 use crate::injection::settings::InjectionSettings;
 use crate::injection::supervisor_args::{self, SupervisorFlags};
+use crate::injection::warnings;
 
 /// Why a pod is left alone without looking anything up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,26 +55,6 @@ pub fn classify(pod: &Pod) -> Result<Candidate, NotOurs> {
     Ok(Candidate { statefulset: owner.name.clone(), statefulset_uid: owner.uid.clone(), labelled })
 }
 
-/// What we know of the StatefulSet's headless Service.
-#[derive(Debug, Clone)]
-pub enum ServiceFact {
-    Found(Box<Service>),
-    Missing,
-    /// Not looked up (offline `inject` without the Service in the manifest).
-    Unknown,
-}
-
-/// Everything the decision needs besides the pod.
-#[derive(Debug, Clone)]
-pub struct Facts {
-    pub statefulset: StatefulSet,
-    pub service: ServiceFact,
-    /// The pods of the StatefulSet that exist now (any state; liveness is decided here).
-    pub siblings: Vec<Pod>,
-    /// Whether the pod's ServiceAccount may patch pods (the sidecar's label); None: not checked.
-    pub sidecar_can_label: Option<bool>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Injection {
     pub pod: Pod,
@@ -98,158 +81,200 @@ pub fn decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Decisio
 }
 
 fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<Injection, String> {
-    let sts = &facts.statefulset;
-    let sts_name = sts.metadata.name.clone().unwrap_or_default();
-    let sts_spec = sts.spec.as_ref().ok_or_else(|| format!("StatefulSet {sts_name:?} has no spec"))?;
-    let options = BootstrapOptions::from_annotations(sts.metadata.annotations.as_ref())
-        .map_err(|e| format!("StatefulSet {sts_name:?}: {e}"))?;
-    let own_ordinal = ordinal(pod, &sts_name)?;
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .or_else(|| sts.metadata.namespace.clone())
-        .filter(|ns| !ns.is_empty())
-        .ok_or("the pod has no namespace")?;
-    let service = sts_spec
-        .service_name
-        .clone()
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.subdomain.clone()))
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "StatefulSet {sts_name:?} has no spec.serviceName: its pods have no stable DNS names \
-                 to peer; set it to a headless Service"
-            )
-        })?;
-
+    let target = Target::of(pod, facts)?;
     // Read the pod as the user wrote it, without an earlier injection of ours.
-    let mut analysed = pod.clone();
-    render::strip_previous(&mut analysed);
-    let containers = analysed.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
-    let sup_index = supervisor_args::find_supervisor(containers, options.supervisor_container.as_deref())?;
-    let sup = &containers[sup_index];
-    let flags = supervisor_args::parse_flags(sup);
-    if let Some(clash) = containers_named(&analysed, SIDECAR_NAME).next().filter(|_| options.role_sidecar) {
-        return Err(format!(
-            "the pod already has a container named {:?}, the role sidecar's name; rename it or set \
-             {}=\"false\"",
-            clash.name,
-            annotations::ROLE_SIDECAR
-        ));
-    }
-    if options.peer_mode == PeerMode::WatchFile && !options.role_sidecar {
-        return Err(format!(
-            "{}=watch-file needs the role sidecar to keep the file current, but {}=\"false\"",
-            annotations::PEER_MODE,
-            annotations::ROLE_SIDECAR
-        ));
-    }
-
+    let analysed = as_written(pod);
+    let sup = Supervisor::find(&analysed, &target.options)?;
     let mut warnings = Vec::new();
-    let publish_not_ready = check_service(&facts.service, &service, &mut warnings);
+    let publish_not_ready = warnings::check_service(&facts.service, &target.service, &mut warnings);
     let ring = RingAddress {
-        statefulset: sts_name.clone(),
-        service: service.clone(),
-        namespace: namespace.clone(),
+        statefulset: target.sts_name.clone(),
+        service: target.service.clone(),
+        namespace: target.namespace.clone(),
         cluster_domain: settings.cluster_domain.clone(),
-        gossip_port: flags.gossip_port,
+        gossip_port: sup.flags.gossip_port,
     };
-    let first_ordinal = sts_spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0) as u32;
-    let live = live_ordinals(facts, &sts_name, sts.metadata.uid.as_deref(), publish_not_ready);
-    let plan = plan_peers(&ring, first_ordinal, own_ordinal, &live);
-
-    let user_peers = flags.has_peer || flags.has_peer_watch_file;
-    if user_peers {
-        warnings.push(format!(
-            "container {:?} already passes --peer or --peer-watch-file: left as is, no peers injected",
-            sup.name
-        ));
-    }
-    if let PeerPlan::AwaitFirst(first) = &plan
-        && !user_peers
-        && options.peer_mode == PeerMode::Args
+    let live =
+        live_ordinals(facts, &target.sts_name, facts.statefulset.metadata.uid.as_deref(), publish_not_ready);
+    let plan = plan_peers(&ring, target.first_ordinal, target.ordinal, &live);
+    let user_peers = sup.flags.has_peer || sup.flags.has_peer_watch_file;
+    let peer_mode = target.options.peer_mode;
+    warnings::check_peers(sup.container, &plan, user_peers, peer_mode, &mut warnings);
+    if supervisor_args::sup_run_flags_start(sup.container).is_none()
+        && target.options.supervisor_container.is_none()
     {
-        warnings
-            .push(format!("no member is alive yet: peering {first}; it restarts until that name resolves"));
-    }
-    if supervisor_args::sup_run_flags_start(sup).is_none() && options.supervisor_container.is_none() {
         warnings.push(format!(
             "no container runs `hab sup run` visibly; using {:?} (set {})",
-            sup.name,
+            sup.container.name,
             annotations::SUPERVISOR_CONTAINER
         ));
     }
-    let gives_args = !user_peers && (options.peer_mode == PeerMode::WatchFile || !plan.peers().is_empty());
-    if gives_args && sup.command.is_none() && sup.args.is_none() {
-        warnings.push(format!(
-            "container {:?} sets no command or args: peers are passed as args to its image entrypoint",
-            sup.name
-        ));
-    }
-    check_statefulset(sts, &flags, &sts_name, &mut warnings);
-    check_state_volume(&analysed, sup, &mut warnings);
-    let pod_name = ring.pod_name(own_ordinal);
-    if pod_name.len() > 63 {
-        warnings.push(format!(
-            "pod name {pod_name:?} is longer than 63 characters: its DNS name will not resolve"
-        ));
-    }
+    let gives_args = !user_peers && (peer_mode == PeerMode::WatchFile || !plan.peers().is_empty());
+    warnings::check_entrypoint(sup.container, gives_args, &mut warnings);
+    warnings::check_statefulset(&facts.statefulset, &sup.flags, &target.sts_name, &mut warnings);
+    warnings::check_state_volume(&analysed, sup.container, &mut warnings);
+    let pod_name = ring.pod_name(target.ordinal);
+    warnings::check_pod_name(&pod_name, &mut warnings);
 
-    let service_account_mount =
-        sup.volume_mounts.iter().flatten().find(|m| m.mount_path == SERVICE_ACCOUNT_MOUNT).cloned();
-    let sidecar = options.role_sidecar.then(|| {
-        if service_account_mount.is_none() {
-            warnings
-                .push("no ServiceAccount token is mounted: the role sidecar cannot label its pod".to_owned());
-        } else if facts.sidecar_can_label == Some(false) {
-            warnings.push(format!(
-                "ServiceAccount {:?} may not patch pods: the role sidecar cannot label its pod (docs/sidecar.md)",
-                service_account(pod)
-            ));
-        }
-        let inputs = SidecarInputs {
-            http_port: flags.http_port,
-            service_group: options.service_group.clone().or_else(|| flags.service_group.clone()),
-            gateway_token: sup.env.iter().flatten().find(|e| e.name == "HAB_SUP_GATEWAY_AUTH_TOKEN").cloned(),
-            service_account_mount,
-            watch_file: (options.peer_mode == PeerMode::WatchFile).then(|| WatchFileInputs {
-                path: PEERS_FILE.to_owned(),
-                mount: VolumeMount { read_only: None, ..peers_volume_mount() },
-                statefulset: sts_name.clone(),
-                pod_selector: selector_string(sts_spec.selector.clone()),
-                gossip_port: flags.gossip_port,
-            }),
-        };
+    let sidecar = target.options.role_sidecar.then(|| {
+        let inputs = sidecar_inputs(pod, facts, &target, &sup, &mut warnings);
         sidecar_container(settings, &inputs)
     });
-
-    let peers_env = plan.peers().join(" ");
     let injection_plan = InjectionPlan {
-        supervisor: sup.name.clone(),
-        peer_args: if !user_peers && options.peer_mode == PeerMode::Args {
+        supervisor: sup.container.name.clone(),
+        peer_args: if !user_peers && peer_mode == PeerMode::Args {
             plan.peers().to_vec()
         } else {
             Vec::new()
         },
-        peer_watch_file: !user_peers && options.peer_mode == PeerMode::WatchFile,
-        env: vec![
-            literal(env::STATEFULSET, &sts_name),
-            literal(env::SERVICE, &service),
-            literal(env::SERVICE_FQDN, ring.service_fqdn()),
-            literal(env::ORDINAL, own_ordinal.to_string()),
-            literal(env::POD_FQDN, ring.pod_fqdn(own_ordinal)),
-            literal(env::PEERS, peers_env),
-            downward(env::POD_NAME, "metadata.name"),
-            downward(env::POD_NAMESPACE, "metadata.namespace"),
-            downward(env::POD_IP, "status.podIP"),
-        ],
+        peer_watch_file: !user_peers && peer_mode == PeerMode::WatchFile,
+        env: identity_env(&target, &ring, &plan),
         sidecar,
     };
     let mut mutated = pod.clone();
     let status = render::apply(&mut mutated, injection_plan);
-    let summary = summarize(&pod_name, &plan, &status, options.peer_mode);
+    let summary = summarize(&pod_name, &plan, &status, peer_mode);
     Ok(Injection { pod: mutated, status, plan, warnings, summary })
+}
+
+/// The pod's place in its StatefulSet, or why it has none we can peer.
+struct Target<'a> {
+    sts_name: String,
+    spec: &'a StatefulSetSpec,
+    options: BootstrapOptions,
+    first_ordinal: u32,
+    ordinal: u32,
+    namespace: String,
+    service: String,
+}
+
+impl<'a> Target<'a> {
+    fn of(pod: &Pod, facts: &'a Facts) -> Result<Self, String> {
+        let sts = &facts.statefulset;
+        let sts_name = sts.metadata.name.clone().unwrap_or_default();
+        let spec = sts.spec.as_ref().ok_or_else(|| format!("StatefulSet {sts_name:?} has no spec"))?;
+        let options = BootstrapOptions::from_annotations(sts.metadata.annotations.as_ref())
+            .map_err(|e| format!("StatefulSet {sts_name:?}: {e}"))?;
+        let ordinal = ordinal(pod, &sts_name)?;
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .or_else(|| sts.metadata.namespace.clone())
+            .filter(|ns| !ns.is_empty())
+            .ok_or("the pod has no namespace")?;
+        let service = spec
+            .service_name
+            .clone()
+            .or_else(|| pod.spec.as_ref().and_then(|s| s.subdomain.clone()))
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "StatefulSet {sts_name:?} has no spec.serviceName: its pods have no stable DNS names \
+                     to peer; set it to a headless Service"
+                )
+            })?;
+        let first_ordinal = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0) as u32;
+        Ok(Self { sts_name, spec, options, first_ordinal, ordinal, namespace, service })
+    }
+}
+
+/// The pod without an earlier injection of ours; borrowed when it carries none.
+fn as_written(pod: &Pod) -> Cow<'_, Pod> {
+    let injected_before =
+        pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(annotations::STATUS));
+    if !injected_before {
+        return Cow::Borrowed(pod);
+    }
+    let mut analysed = pod.clone();
+    render::strip_previous(&mut analysed);
+    Cow::Owned(analysed)
+}
+
+/// The container that runs the Supervisor, and what its `hab sup run` line says.
+struct Supervisor<'p> {
+    container: &'p Container,
+    flags: SupervisorFlags,
+}
+
+impl<'p> Supervisor<'p> {
+    fn find(analysed: &'p Pod, options: &BootstrapOptions) -> Result<Self, String> {
+        let containers = analysed.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+        let index = supervisor_args::find_supervisor(containers, options.supervisor_container.as_deref())?;
+        let container = &containers[index];
+        let flags = supervisor_args::parse_flags(container);
+        if let Some(clash) = containers_named(analysed, SIDECAR_NAME).next().filter(|_| options.role_sidecar)
+        {
+            return Err(format!(
+                "the pod already has a container named {:?}, the role sidecar's name; rename it or set \
+                 {}=\"false\"",
+                clash.name,
+                annotations::ROLE_SIDECAR
+            ));
+        }
+        if options.peer_mode == PeerMode::WatchFile && !options.role_sidecar {
+            return Err(format!(
+                "{}=watch-file needs the role sidecar to keep the file current, but {}=\"false\"",
+                annotations::PEER_MODE,
+                annotations::ROLE_SIDECAR
+            ));
+        }
+        Ok(Self { container, flags })
+    }
+}
+
+/// What the role sidecar needs from the Supervisor's container, with a warning when it will not
+/// be able to label its pod.
+fn sidecar_inputs(
+    pod: &Pod,
+    facts: &Facts,
+    target: &Target<'_>,
+    sup: &Supervisor<'_>,
+    warnings: &mut Vec<String>,
+) -> SidecarInputs {
+    let service_account_mount =
+        sup.container.volume_mounts.iter().flatten().find(|m| m.mount_path == SERVICE_ACCOUNT_MOUNT).cloned();
+    warnings::check_sidecar_access(
+        service_account_mount.is_some(),
+        facts.sidecar_can_label,
+        service_account(pod),
+        warnings,
+    );
+    let options = &target.options;
+    SidecarInputs {
+        http_port: sup.flags.http_port,
+        service_group: options.service_group.clone().or_else(|| sup.flags.service_group.clone()),
+        gateway_token: sup
+            .container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "HAB_SUP_GATEWAY_AUTH_TOKEN")
+            .cloned(),
+        service_account_mount,
+        watch_file: (options.peer_mode == PeerMode::WatchFile).then(|| WatchFileInputs {
+            path: PEERS_FILE.to_owned(),
+            mount: VolumeMount { read_only: None, ..peers_volume_mount() },
+            statefulset: target.sts_name.clone(),
+            pod_selector: selector_string(target.spec.selector.clone()),
+            gossip_port: sup.flags.gossip_port,
+        }),
+    }
+}
+
+/// The environment that tells the Supervisor's container who it is and who its peers are.
+fn identity_env(target: &Target<'_>, ring: &RingAddress, plan: &PeerPlan) -> Vec<EnvVar> {
+    vec![
+        literal(env::STATEFULSET, &target.sts_name),
+        literal(env::SERVICE, &target.service),
+        literal(env::SERVICE_FQDN, ring.service_fqdn()),
+        literal(env::ORDINAL, target.ordinal.to_string()),
+        literal(env::POD_FQDN, ring.pod_fqdn(target.ordinal)),
+        literal(env::PEERS, plan.peers().join(" ")),
+        downward(env::POD_NAME, "metadata.name"),
+        downward(env::POD_NAMESPACE, "metadata.namespace"),
+        downward(env::POD_IP, "status.podIP"),
+    ]
 }
 
 /// The ServiceAccount the pod runs as (the API server defaults it before calling us).
@@ -266,72 +291,6 @@ fn containers_named<'a>(pod: &'a Pod, name: &'a str) -> impl Iterator<Item = &'a
     let main = spec.map(|s| s.containers.iter()).into_iter().flatten();
     let init = spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten();
     main.chain(init).filter(move |c| c.name == name)
-}
-
-/// Checks the headless Service; returns whether not-ready pods resolve.
-fn check_service(fact: &ServiceFact, name: &str, warnings: &mut Vec<String>) -> bool {
-    let spec = match fact {
-        ServiceFact::Unknown => return false,
-        ServiceFact::Missing => {
-            warnings.push(format!(
-                "Service {name:?} (spec.serviceName) not found: peer names resolve once it exists"
-            ));
-            return false;
-        }
-        ServiceFact::Found(svc) => svc.spec.clone().unwrap_or_default(),
-    };
-    if spec.cluster_ip.as_deref() != Some("None") {
-        warnings.push(format!(
-            "Service {name:?} is not headless (clusterIP: None): pods get no stable DNS names"
-        ));
-    }
-    let publish = spec.publish_not_ready_addresses == Some(true);
-    if !publish {
-        warnings.push(format!(
-            "Service {name:?}: set publishNotReadyAddresses: true so peers resolve before Ready"
-        ));
-    }
-    publish
-}
-
-fn check_statefulset(sts: &StatefulSet, flags: &SupervisorFlags, name: &str, warnings: &mut Vec<String>) {
-    let spec = sts.spec.clone().unwrap_or_default();
-    let replicas = spec.replicas.unwrap_or(1);
-    if flags.leader_topology && replicas % 2 == 0 {
-        warnings.push(format!(
-            "StatefulSet {name:?} has {replicas} replicas: leader elections want an odd count"
-        ));
-    }
-    if spec.pod_management_policy.as_deref() == Some("Parallel") {
-        warnings.push(format!(
-            "StatefulSet {name:?} is Parallel: pods may start with no live peer; consider {}=watch-file",
-            annotations::PEER_MODE
-        ));
-    }
-}
-
-/// Warns unless `/hab/sup` is on a PersistentVolume: without its state a rescheduled supervisor is
-/// a new member, and only the peers we inject bring it back into the ring.
-fn check_state_volume(pod: &Pod, sup: &Container, warnings: &mut Vec<String>) {
-    const STATE: &str = "/hab/sup";
-    let covers = |m: &&VolumeMount| {
-        let path = m.mount_path.trim_end_matches('/');
-        STATE == path || STATE.starts_with(&format!("{path}/")) || path.is_empty()
-    };
-    let mount = sup.volume_mounts.iter().flatten().filter(covers).max_by_key(|m| m.mount_path.len());
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
-    let persistent = mount.is_some_and(|m| {
-        volumes
-            .into_iter()
-            .flatten()
-            .any(|v| v.name == m.name && (v.persistent_volume_claim.is_some() || v.ephemeral.is_some()))
-    });
-    if !persistent {
-        warnings.push(format!(
-            "/hab/sup of container {:?} is not on a PersistentVolume: restarts lose ring state",
-            sup.name
-        ));
-    }
 }
 
 /// Ordinals of the StatefulSet's other pods whose DNS names resolve now.

@@ -4,9 +4,11 @@
 
 pub mod annotations;
 pub mod decision;
+pub mod facts;
 pub mod peers;
 pub mod pod_identity;
 pub mod render;
 pub mod settings;
 pub mod supervisor_args;
 pub mod template_label;
+pub mod warnings;
