@@ -7,7 +7,7 @@
 //!
 //! Figures and how they were taken: BENCHMARKS.md.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/support/cluster.rs"]
 mod support;
 
 use std::hint::black_box;

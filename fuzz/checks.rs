@@ -3,7 +3,7 @@
 //! stable Rust.
 #![allow(dead_code)]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/support/cluster.rs"]
 pub mod support;
 
 use std::collections::BTreeSet;

@@ -26,13 +26,9 @@ pub struct Webhook {
     child: Option<Child>,
 }
 
-#[path = "../common/control_plane.rs"]
-mod control_plane;
-pub use control_plane::enabled;
+pub use super::control_plane::enabled;
 
-#[path = "../common/webhook_process.rs"]
-mod webhook_process;
-pub use webhook_process::{free_port, webhook_command};
+pub use super::webhook_process::{free_port, webhook_command};
 
 impl Webhook {
     fn new() -> Self {
@@ -171,7 +167,7 @@ pub async fn register(client: &Client, ca_pem: &str, port: u16, name: &str, file
 async fn wait_until_effective(client: &Client) {
     let ns = namespace(client, "e2e-probe").await;
     let api = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
-    let sts = crate::objects::statefulset("probe", "probe", 1, &[("habitat/bootstrap", "true")]);
+    let sts = super::objects::statefulset("probe", "probe", 1, &[("habitat/bootstrap", "true")]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let created = api.create(&PostParams { dry_run: true, ..Default::default() }, &sts).await.unwrap();
