@@ -20,12 +20,10 @@ mod census;
 mod kubelet;
 mod spec;
 
-#[allow(dead_code)]
-#[path = "../e2e/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../e2e/objects.rs"]
-mod objects;
+// A test crate in a folder finds the shared support module one level up.
+#[path = "../support/mod.rs"]
+mod support;
+use support::{harness, objects};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
