@@ -2,16 +2,13 @@
 //! our mutation, computed offline through the same decision code as the webhook (like
 //! `istioctl kube-inject`), for GitOps review and debugging.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodStatus, Service, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, Service, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::injection::annotations;
@@ -35,10 +32,6 @@ pub struct InjectArgs {
     /// Ordinal of the pod to render.
     #[arg(long)]
     pub ordinal: u32,
-    /// Other ordinals alive at that moment, comma-separated; default: every ordinal from the first
-    /// up to the rendered one, as in a first ordered rollout. An empty value means none.
-    #[arg(long, value_delimiter = ',')]
-    pub live: Option<Vec<String>>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -53,8 +46,7 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?
     };
-    let live = parse_live(args.live.as_deref())?;
-    let rendered = render(&text, args.ordinal, live, &args.settings)?;
+    let rendered = render(&text, args.ordinal, &args.settings)?;
     for warning in &rendered.warnings {
         eprintln!("Warning: {warning}");
     }
@@ -66,30 +58,13 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `None`: the flag was not given. `Some(empty)`: given empty.
-fn parse_live(values: Option<&[String]>) -> anyhow::Result<Option<BTreeSet<u32>>> {
-    let Some(values) = values else { return Ok(None) };
-    values
-        .iter()
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<u32>().with_context(|| format!("--live: {v:?} is not an ordinal")))
-        .collect::<anyhow::Result<_>>()
-        .map(Some)
-}
-
 pub struct Rendered {
     pub pod: Pod,
     pub warnings: Vec<String>,
 }
 
 /// Renders the injected pod for `ordinal` from a manifest's text.
-pub fn render(
-    manifest: &str,
-    ordinal: u32,
-    live: Option<BTreeSet<u32>>,
-    settings: &InjectionSettings,
-) -> anyhow::Result<Rendered> {
+pub fn render(manifest: &str, ordinal: u32, settings: &InjectionSettings) -> anyhow::Result<Rendered> {
     let (sts, services) = read_manifest(manifest)?;
     let sts_name = sts.metadata.name.clone().context("the StatefulSet has no metadata.name")?;
     if !annotations::opted_in(sts.metadata.annotations.as_ref()) {
@@ -98,8 +73,8 @@ pub fn render(
             annotations::BOOTSTRAP
         );
     }
-    // What the API server stores after our StatefulSet webhook.
-    let sts = match decide_template(&sts) {
+    // What the API server stores after our StatefulSet webhook, as if the manifest were created.
+    let sts = match decide_template(&sts, true) {
         TemplateDecision::Deny(msg) => bail!("the StatefulSet would be refused: {msg}"),
         TemplateDecision::Relabel { mutated, .. } => *mutated,
         TemplateDecision::Unchanged => sts,
@@ -114,9 +89,6 @@ pub fn render(
             first + replicas
         ));
     }
-    // A first ordered rollout: every ordinal before this one that the StatefulSet has (bounded by
-    // its replicas, so an absurd ordinal does not build an absurd set).
-    let live = live.unwrap_or_else(|| (first..ordinal.min(first.saturating_add(replicas))).collect());
     let service = match spec.service_name.as_deref() {
         Some(name) => services
             .into_iter()
@@ -125,8 +97,7 @@ pub fn render(
         None => ServiceFact::Unknown,
     };
     let pod = pod_for(&sts, ordinal);
-    let siblings = live.iter().filter(|&&o| o != ordinal).map(|&o| running(pod_for(&sts, o), o)).collect();
-    let facts = Facts { statefulset: sts, service, siblings, sidecar_can_label: None };
+    let facts = Facts { statefulset: sts, service, sidecar_can_label: None };
     match decision::decide(&pod, &facts, settings) {
         Decision::Deny(msg) => bail!("the webhook would refuse this pod: {msg}"),
         Decision::Inject(injection) => {
@@ -251,19 +222,4 @@ fn service_account_volume() -> Volume {
         }),
         ..Default::default()
     }
-}
-
-/// A sibling pod that is running, Ready and has an address.
-fn running(mut pod: Pod, ordinal: u32) -> Pod {
-    pod.status = Some(PodStatus {
-        pod_ip: Some(format!("10.0.{}.{}", ordinal / 250, ordinal % 250 + 1)),
-        phase: Some("Running".to_owned()),
-        conditions: Some(vec![PodCondition {
-            type_: "Ready".to_owned(),
-            status: "True".to_owned(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    pod
 }

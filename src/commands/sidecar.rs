@@ -16,12 +16,14 @@ use crate::runtime::admin;
 use crate::runtime::duration::parse_duration;
 use crate::runtime::{kube_client, tokio_runtime};
 use crate::sidecar::census_client::{CensusClient, GatewayToken};
-use crate::sidecar::label::KubeLabelWriter;
+use crate::sidecar::ghost_reaper::GhostReaper;
+use crate::sidecar::label::{KubeLabelWriter, RoleLabel};
 use crate::sidecar::metrics::{self, Metrics, metrics_text};
 use crate::sidecar::peer_file::PeerFile;
 use crate::sidecar::peer_set::PeerSelector;
 use crate::sidecar::pod_watch::PodWatch;
 use crate::sidecar::role_loop::{RoleLoop, RoleLoopConfig};
+use crate::sidecar::rumor_file;
 
 /// How long the other tasks get to finish after the role loop has removed the label.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,9 +66,28 @@ pub struct SidecarArgs {
     pub metrics_listen: SocketAddr,
     #[arg(long, env = "HABITAT_BOOTSTRAP_LOG_FORMAT", value_enum, default_value_t = crate::runtime::logging::LogFormat::Json)]
     pub log_format: crate::runtime::logging::LogFormat,
+    /// Keep the peer file and depart dead predecessors, but write no role label.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_NO_ROLE_LABEL")]
+    pub no_role_label: bool,
     /// Watch-file mode. Boxed: these options would otherwise make every `cli::Command` large.
     #[command(flatten)]
     pub peer_watch: Box<PeerWatchArgs>,
+    #[command(flatten)]
+    pub supervisor_state: SupervisorStateArgs,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Supervisor state")]
+pub struct SupervisorStateArgs {
+    /// The Supervisor's /hab/sup/default, shared with this container: at start, while the
+    /// Supervisor is not running, its saved member list is forgotten (so a ring whose pods all
+    /// came back on new addresses finds itself through the peer file), and the control gateway's
+    /// secret is read from it to depart this pod's dead predecessor.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_SUP_STATE_DIR")]
+    pub sup_state_dir: Option<PathBuf>,
+    /// The Supervisor's control gateway.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_CTL_GATEWAY", default_value = "127.0.0.1:9632")]
+    pub ctl_gateway: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,16 +131,24 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         unknown_grace,
         metrics_listen,
         log_format,
+        no_role_label,
         peer_watch,
+        supervisor_state,
     } = args;
     let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, gossip_port } = *peer_watch;
+    let SupervisorStateArgs { sup_state_dir, ctl_gateway } = supervisor_state;
     crate::runtime::logging::init_logging(log_format);
     validate_label_key(&label_key)?;
     let census = CensusClient::new(&census_url, token, census_timeout)?;
+    let metrics = Metrics::new();
+    // Before anything reports this container started: a native sidecar's startupProbe holds the
+    // Supervisor back until then.
+    if let Some(dir) = &sup_state_dir {
+        forget_saved_members(&census, dir, &metrics).await;
+    }
     let client = kube_client().await?;
     let config = RoleLoopConfig::new(service_group, interval, unknown_grace);
 
-    let metrics = Metrics::new();
     // One round takes at most a poll, a write and the interval; several missed rounds is a stall.
     let stale_after = (interval + census_timeout + config.write_timeout) * 3;
     let health = Arc::new(metrics::health(stale_after, peer_watch_file.is_none()));
@@ -166,13 +195,54 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     });
 
     info!(pod = %pod_name, namespace = %pod_namespace, census_url = %census.url(), label = %label_key, "role sidecar started");
-    let writer = KubeLabelWriter::new(client, &pod_namespace, &pod_name, &label_key);
-    RoleLoop::new(census, writer, config, metrics, health).run(stopped()).await;
+    let writer = if no_role_label {
+        RoleLabel::Off
+    } else {
+        RoleLabel::On(Box::new(KubeLabelWriter::new(client.clone(), &pod_namespace, &pod_name, &label_key)))
+    };
+    let role_loop = RoleLoop::new(census, writer, config, metrics.clone(), health);
+    let reaper = GhostReaper {
+        recorder: Some(GhostReaper::recorder(client, &pod_name)),
+        pod_name,
+        pod_namespace,
+        ctl_addr: ctl_gateway,
+        sup_state_dir,
+        metrics,
+    };
+    tasks.spawn(reaper.run(role_loop.censuses(), stopped()));
+    role_loop.run(stopped()).await;
     if tokio::time::timeout(STOP_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await.is_err()
     {
         warn!("background tasks did not stop in time");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Forgets the Supervisor's saved members if it is not running (this is a pod start); a running
+/// Supervisor (this sidecar restarted on its own) keeps what it has.
+async fn forget_saved_members(census: &CensusClient, dir: &std::path::Path, metrics: &Metrics) {
+    if census.fetch().await.is_ok() {
+        info!("the Supervisor already runs: its saved members are left as they are");
+        return;
+    }
+    let outcomes = match rumor_file::forget_saved_members(dir) {
+        Ok(outcomes) => outcomes,
+        Err(err) => {
+            warn!(dir = %dir.display(), error = %err, "cannot read the Supervisor's saved rumors");
+            return;
+        }
+    };
+    for outcome in outcomes {
+        let file = outcome.path.display();
+        match outcome.result {
+            Ok(Some(forgotten)) => {
+                metrics.saved_members_forgotten.inc_by(forgotten.members as u64);
+                info!(%file, members = forgotten.members, "forgot the saved members: the Supervisor will read the peer file");
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%file, %error, "left a rumor file as it is"),
+        }
+    }
 }
 
 /// A label key the API server would refuse would make every write fail forever: refuse it here.

@@ -10,32 +10,46 @@ use std::collections::BTreeMap;
 pub const BOOTSTRAP: &str = "habitat/bootstrap";
 /// On a StatefulSet: name of the supervisor container, when detection by command line is not wanted.
 pub const SUPERVISOR_CONTAINER: &str = "habitat/supervisor-container";
-/// On a StatefulSet: `"false"` opts out of the role sidecar.
+/// On a StatefulSet: `"false"` stops the role sidecar from labelling its pod (it still runs: it
+/// keeps the Supervisor's peer file and departs the pod's dead predecessor).
 pub const ROLE_SIDECAR: &str = "habitat/role-sidecar";
-/// On a StatefulSet: `peer` (default) or `watch-file`.
+/// On a StatefulSet: `watch-file`, the only peer mode; `peer` (the former `--peer` mode) is read
+/// as `watch-file` with a warning.
 pub const PEER_MODE: &str = "habitat/peer-mode";
 /// On a StatefulSet: the service group (`<service>.<group>`) the role sidecar reports on.
 pub const SERVICE_GROUP: &str = "habitat/service-group";
+/// On a StatefulSet: the Secret holding the ring's gossip key (`none`: no key). Stamped by our
+/// StatefulSet webhook when a StatefulSet is created; set it yourself to use a Secret of your own.
+pub const RING_KEY_SECRET: &str = "habitat/ring-key-secret";
 /// On a pod: what we injected (JSON), so that a second call converges instead of stacking.
 pub const STATUS: &str = "habitat/bootstrap-status";
 
-/// How the supervisor learns its peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PeerMode {
-    /// `--peer <name>` arguments computed at admission (resolved once, at supervisor start).
-    #[default]
-    Args,
-    /// `--peer-watch-file`, kept current by the role sidecar.
-    WatchFile,
-}
+/// The value of [`RING_KEY_SECRET`] that turns the key off.
+pub const NO_RING_KEY: &str = "none";
 
 /// The per-StatefulSet choices read from its annotations.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapOptions {
     pub supervisor_container: Option<String>,
-    pub role_sidecar: bool,
-    pub peer_mode: PeerMode,
+    /// Whether the sidecar writes the role label.
+    pub role_label: bool,
+    /// `habitat/peer-mode: peer` was asked for: it is served by the watch file, with a warning.
+    pub legacy_peer_mode: bool,
     pub service_group: Option<String>,
+    /// The Secret with the ring key; None: no key (not stamped, or `none`).
+    pub ring_key_secret: Option<String>,
+}
+
+impl Default for BootstrapOptions {
+    fn default() -> Self {
+        Self {
+            supervisor_container: None,
+            role_label: true,
+            legacy_peer_mode: false,
+            service_group: None,
+            ring_key_secret: None,
+        }
+    }
 }
 
 /// True when the annotations opt the StatefulSet in.
@@ -48,18 +62,20 @@ impl BootstrapOptions {
     /// because guessing would inject something the user did not ask for.
     pub fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> Result<Self, String> {
         let get = |key: &str| annotations.and_then(|a| a.get(key)).map(|v| v.trim());
-        let role_sidecar = match get(ROLE_SIDECAR) {
+        let role_label = match get(ROLE_SIDECAR) {
             None | Some("true") => true,
             Some("false") => false,
             Some(other) => {
                 return Err(format!("annotation {ROLE_SIDECAR}={other:?}: use \"true\" or \"false\""));
             }
         };
-        let peer_mode = match get(PEER_MODE) {
-            None | Some("peer") => PeerMode::Args,
-            Some("watch-file") => PeerMode::WatchFile,
+        let legacy_peer_mode = match get(PEER_MODE) {
+            None | Some("watch-file") => false,
+            Some("peer") => true,
             Some(other) => {
-                return Err(format!("annotation {PEER_MODE}={other:?}: use \"peer\" or \"watch-file\""));
+                return Err(format!(
+                    "annotation {PEER_MODE}={other:?}: use \"watch-file\" (or leave it out)"
+                ));
             }
         };
         let non_empty = |key: &str| get(key).filter(|v| !v.is_empty()).map(str::to_owned);
@@ -71,13 +87,34 @@ impl BootstrapOptions {
                 "annotation {SERVICE_GROUP}={group:?}: expected <service>.<group>, e.g. redis.default"
             ));
         }
+        let ring_key_secret = non_empty(RING_KEY_SECRET).filter(|name| name != NO_RING_KEY);
+        if let Some(name) = &ring_key_secret
+            && !is_dns_subdomain(name)
+        {
+            return Err(format!(
+                "annotation {RING_KEY_SECRET}={name:?}: expected a Secret name (lower-case letters, digits, \
+                 '-' and '.') or \"{NO_RING_KEY}\""
+            ));
+        }
         Ok(Self {
             supervisor_container: non_empty(SUPERVISOR_CONTAINER),
-            role_sidecar,
-            peer_mode,
+            role_label,
+            legacy_peer_mode,
             service_group,
+            ring_key_secret,
         })
     }
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain).
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
 }
 
 fn is_service_group(s: &str) -> bool {
@@ -107,7 +144,8 @@ mod tests {
     #[test]
     fn defaults_when_only_opted_in() {
         let o = BootstrapOptions::from_annotations(Some(&annotations(&[(BOOTSTRAP, "true")]))).unwrap();
-        assert_eq!(o, BootstrapOptions { role_sidecar: true, ..Default::default() });
+        assert_eq!(o, BootstrapOptions::default());
+        assert!(o.role_label && !o.legacy_peer_mode && o.ring_key_secret.is_none());
     }
 
     #[test]
@@ -117,17 +155,32 @@ mod tests {
             (ROLE_SIDECAR, "false"),
             (PEER_MODE, "watch-file"),
             (SERVICE_GROUP, "redis.prod"),
+            (RING_KEY_SECRET, "redis-habitat-ring"),
         ]);
         let o = BootstrapOptions::from_annotations(Some(&a)).unwrap();
         assert_eq!(o.supervisor_container.as_deref(), Some("sup"));
-        assert!(!o.role_sidecar);
-        assert_eq!(o.peer_mode, PeerMode::WatchFile);
+        assert!(!o.role_label);
+        assert!(!o.legacy_peer_mode);
         assert_eq!(o.service_group.as_deref(), Some("redis.prod"));
+        assert_eq!(o.ring_key_secret.as_deref(), Some("redis-habitat-ring"));
+    }
+
+    #[test]
+    fn the_former_peer_mode_and_no_ring_key_are_understood() {
+        let a = annotations(&[(PEER_MODE, "peer"), (RING_KEY_SECRET, NO_RING_KEY)]);
+        let o = BootstrapOptions::from_annotations(Some(&a)).unwrap();
+        assert!(o.legacy_peer_mode);
+        assert_eq!(o.ring_key_secret, None);
     }
 
     #[test]
     fn bad_values_name_the_annotation() {
-        for (key, value) in [(ROLE_SIDECAR, "no"), (PEER_MODE, "dns"), (SERVICE_GROUP, "redis")] {
+        for (key, value) in [
+            (ROLE_SIDECAR, "no"),
+            (PEER_MODE, "dns"),
+            (SERVICE_GROUP, "redis"),
+            (RING_KEY_SECRET, "Not_A_Name"),
+        ] {
             let err = BootstrapOptions::from_annotations(Some(&annotations(&[(key, value)]))).unwrap_err();
             assert!(err.contains(key), "{err}");
         }

@@ -3,21 +3,22 @@
 //! the API server, `inject` from a manifest).
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSetSpec;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::injection::annotations::{self, BootstrapOptions, PeerMode};
+use crate::injection::annotations::{self, BootstrapOptions};
 pub use crate::injection::facts::{Facts, ServiceFact};
-use crate::injection::peers::{PeerPlan, RingAddress, plan_peers, resolves_in_dns};
 use crate::injection::pod_identity::{ordinal, statefulset_owner};
 use crate::injection::render::env::{self, downward, literal};
 use crate::injection::render::sidecar::{
-    SERVICE_ACCOUNT_MOUNT, SIDECAR_NAME, SidecarInputs, WatchFileInputs, sidecar_container,
+    RunAs, SERVICE_ACCOUNT_MOUNT, SIDECAR_NAME, SidecarInputs, StateInputs, WatchFileInputs,
+    sidecar_container,
 };
-use crate::injection::render::{self, InjectionPlan, InjectionStatus, PEERS_FILE, peers_volume_mount};
+use crate::injection::render::{self, InjectionPlan, InjectionStatus, PEERS_FILE};
+use crate::injection::ring_address::RingAddress;
+use crate::injection::ring_key;
 use crate::injection::settings::InjectionSettings;
 use crate::injection::supervisor_args::{self, SupervisorFlags};
 use crate::injection::warnings;
@@ -59,7 +60,6 @@ pub fn classify(pod: &Pod) -> Result<Candidate, NotOurs> {
 pub struct Injection {
     pub pod: Pod,
     pub status: InjectionStatus,
-    pub plan: PeerPlan,
     pub warnings: Vec<String>,
     /// One line for logs and the Event.
     pub summary: String,
@@ -86,20 +86,15 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
     let analysed = as_written(pod);
     let sup = Supervisor::find(&analysed, &target.options)?;
     let mut warnings = Vec::new();
-    let publish_not_ready = warnings::check_service(&facts.service, &target.service, &mut warnings);
+    warnings::check_service(&facts.service, &target.service, &mut warnings);
     let ring = RingAddress {
         statefulset: target.sts_name.clone(),
         service: target.service.clone(),
         namespace: target.namespace.clone(),
         cluster_domain: settings.cluster_domain.clone(),
-        gossip_port: sup.flags.gossip_port,
     };
-    let live =
-        live_ordinals(facts, &target.sts_name, facts.statefulset.metadata.uid.as_deref(), publish_not_ready);
-    let plan = plan_peers(&ring, target.first_ordinal, target.ordinal, &live);
     let user_peers = sup.flags.has_peer || sup.flags.has_peer_watch_file;
-    let peer_mode = target.options.peer_mode;
-    warnings::check_peers(sup.container, &plan, user_peers, peer_mode, &mut warnings);
+    warnings::check_peers(sup.container, user_peers, target.options.legacy_peer_mode, &mut warnings);
     if supervisor_args::sup_run_flags_start(sup.container).is_none()
         && target.options.supervisor_container.is_none()
     {
@@ -109,32 +104,131 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
             annotations::SUPERVISOR_CONTAINER
         ));
     }
-    let gives_args = !user_peers && (peer_mode == PeerMode::WatchFile || !plan.peers().is_empty());
-    warnings::check_entrypoint(sup.container, gives_args, &mut warnings);
+    warnings::check_entrypoint(sup.container, !user_peers, &mut warnings);
     warnings::check_statefulset(&facts.statefulset, &sup.flags, &target.sts_name, &mut warnings);
-    warnings::check_state_volume(&analysed, sup.container, &mut warnings);
+    let state = SupervisorState::of(&analysed, sup.container);
+    warnings::check_state_volume(sup.container, state.persistent, state.shared.is_some(), &mut warnings);
     let pod_name = ring.pod_name(target.ordinal);
     warnings::check_pod_name(&pod_name, &mut warnings);
+    if !target.options.role_label {
+        warnings.push(format!(
+            "{}=\"false\": the sidecar still keeps the peer file and departs dead predecessors, but \
+             labels nothing",
+            annotations::ROLE_SIDECAR
+        ));
+    }
 
-    let sidecar = target.options.role_sidecar.then(|| {
-        let inputs = sidecar_inputs(pod, facts, &target, &sup, &mut warnings);
-        sidecar_container(settings, &inputs)
-    });
+    let ring_key_secret = ring_key_secret(&target, &sup, &mut warnings);
+    let mut env = identity_env(&target, &ring);
+    env.extend(ring_key_secret.as_deref().map(ring_key::env_var));
+    let inputs = sidecar_inputs(pod, facts, &target, &sup, &state, user_peers, &mut warnings);
     let injection_plan = InjectionPlan {
         supervisor: sup.container.name.clone(),
-        peer_args: if !user_peers && peer_mode == PeerMode::Args {
-            plan.peers().to_vec()
-        } else {
-            Vec::new()
-        },
-        peer_watch_file: !user_peers && peer_mode == PeerMode::WatchFile,
-        env: identity_env(&target, &ring, &plan),
-        sidecar,
+        peer_watch_file: !user_peers,
+        env,
+        volumes: (!user_peers).then(render::peers_volume).into_iter().chain(state.injected).collect(),
+        ring_key_secret,
+        sidecar: Some(sidecar_container(settings, &inputs)),
     };
     let mut mutated = pod.clone();
     let status = render::apply(&mut mutated, injection_plan);
-    let summary = summarize(&pod_name, &plan, &status, peer_mode);
-    Ok(Injection { pod: mutated, status, plan, warnings, summary })
+    let summary = summarize(&pod_name, &status);
+    Ok(Injection { pod: mutated, status, warnings, summary })
+}
+
+/// The ring key the Supervisor gets: the StatefulSet's Secret, unless the user brings a key.
+fn ring_key_secret(target: &Target<'_>, sup: &Supervisor<'_>, warnings: &mut Vec<String>) -> Option<String> {
+    let user_env =
+        sup.container.env.iter().flatten().any(|e| ring_key::USER_RING_ENV.contains(&e.name.as_str()));
+    if sup.flags.has_ring_key || user_env {
+        return None;
+    }
+    let secret = target.options.ring_key_secret.clone();
+    if secret.is_none() {
+        let sts = &target.sts_name;
+        warnings.push(format!(
+            "no ring key (annotation {}): this ring's gossip is not encrypted and may merge with \
+             another ring that reuses a pod IP; see docs/sidecar.md to add one to StatefulSet {sts:?}",
+            annotations::RING_KEY_SECRET
+        ));
+    }
+    secret
+}
+
+/// Where the Supervisor keeps `/hab/sup`, and how the sidecar reaches it.
+struct SupervisorState {
+    /// The emptyDir we add when no volume of the user's holds `/hab/sup/default`.
+    injected: Option<(k8s_openapi::api::core::v1::Volume, VolumeMount)>,
+    /// Kept across pod recreation (a PersistentVolumeClaim or an ephemeral volume).
+    persistent: bool,
+    /// The sidecar's mount of it and the state directory as the sidecar sees it; None when it
+    /// cannot be shared (a `subPathExpr` we cannot follow).
+    shared: Option<(VolumeMount, String)>,
+}
+
+/// Where the sidecar mounts the Supervisor's state.
+const SIDECAR_STATE_MOUNT: &str = "/habitat-supervisor";
+
+impl SupervisorState {
+    const DEFAULT_DIR: &'static str = "/hab/sup/default";
+
+    fn of(pod: &Pod, sup: &Container) -> Self {
+        let covering = sup
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| {
+                let path = m.mount_path.trim_end_matches('/');
+                path.is_empty()
+                    || Self::DEFAULT_DIR == path
+                    || Self::DEFAULT_DIR.starts_with(&format!("{path}/"))
+            })
+            .max_by_key(|m| m.mount_path.len());
+        let Some(mount) = covering else {
+            let (volume, mount) = render::state_volume();
+            let shared = VolumeMount { mount_path: SIDECAR_STATE_MOUNT.to_owned(), ..mount.clone() };
+            return Self {
+                injected: Some((volume, mount)),
+                persistent: false,
+                shared: Some((shared, format!("{SIDECAR_STATE_MOUNT}/default"))),
+            };
+        };
+        let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+        let persistent = volumes
+            .into_iter()
+            .flatten()
+            .any(|v| v.name == mount.name && (v.persistent_volume_claim.is_some() || v.ephemeral.is_some()));
+        let below =
+            Self::DEFAULT_DIR.strip_prefix(mount.mount_path.trim_end_matches('/')).unwrap_or_default();
+        let shared = mount.sub_path_expr.is_none().then(|| {
+            let sidecar_mount = VolumeMount {
+                name: mount.name.clone(),
+                mount_path: SIDECAR_STATE_MOUNT.to_owned(),
+                sub_path: mount.sub_path.clone(),
+                ..Default::default()
+            };
+            (sidecar_mount, format!("{SIDECAR_STATE_MOUNT}{below}"))
+        });
+        Self { injected: None, persistent, shared }
+    }
+}
+
+/// The user the Supervisor runs as: its container's, else the pod's security context.
+fn supervisor_user(pod: &Pod, sup: &Container) -> RunAs {
+    let container = sup.security_context.as_ref();
+    let pod_level = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let uid = container.and_then(|c| c.run_as_user).or(pod_level.and_then(|p| p.run_as_user));
+    let gid = container.and_then(|c| c.run_as_group).or(pod_level.and_then(|p| p.run_as_group));
+    let non_root = container
+        .and_then(|c| c.run_as_non_root)
+        .or(pod_level.and_then(|p| p.run_as_non_root))
+        .unwrap_or(false);
+    match uid {
+        Some(0) => RunAs::Root,
+        Some(uid) => RunAs::User { uid, gid },
+        None if non_root => RunAs::Image,
+        None => RunAs::Root,
+    }
 }
 
 /// The pod's place in its StatefulSet, or why it has none we can peer.
@@ -142,7 +236,6 @@ struct Target<'a> {
     sts_name: String,
     spec: &'a StatefulSetSpec,
     options: BootstrapOptions,
-    first_ordinal: u32,
     ordinal: u32,
     namespace: String,
     service: String,
@@ -174,8 +267,7 @@ impl<'a> Target<'a> {
                      to peer; set it to a headless Service"
                 )
             })?;
-        let first_ordinal = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0).max(0) as u32;
-        Ok(Self { sts_name, spec, options, first_ordinal, ordinal, namespace, service })
+        Ok(Self { sts_name, spec, options, ordinal, namespace, service })
     }
 }
 
@@ -203,33 +295,26 @@ impl<'p> Supervisor<'p> {
         let index = supervisor_args::find_supervisor(containers, options.supervisor_container.as_deref())?;
         let container = &containers[index];
         let flags = supervisor_args::parse_flags(container);
-        if let Some(clash) = containers_named(analysed, SIDECAR_NAME).next().filter(|_| options.role_sidecar)
-        {
+        if let Some(clash) = containers_named(analysed, SIDECAR_NAME).next() {
             return Err(format!(
-                "the pod already has a container named {:?}, the role sidecar's name; rename it or set \
-                 {}=\"false\"",
-                clash.name,
-                annotations::ROLE_SIDECAR
-            ));
-        }
-        if options.peer_mode == PeerMode::WatchFile && !options.role_sidecar {
-            return Err(format!(
-                "{}=watch-file needs the role sidecar to keep the file current, but {}=\"false\"",
-                annotations::PEER_MODE,
-                annotations::ROLE_SIDECAR
+                "the pod already has a container named {:?}, the name of the sidecar that keeps the \
+                 ring's peers; rename it",
+                clash.name
             ));
         }
         Ok(Self { container, flags })
     }
 }
 
-/// What the role sidecar needs from the Supervisor's container, with a warning when it will not
-/// be able to label its pod.
+/// What the sidecar needs from the Supervisor's container, with a warning when it will not be able
+/// to do its work.
 fn sidecar_inputs(
     pod: &Pod,
     facts: &Facts,
     target: &Target<'_>,
     sup: &Supervisor<'_>,
+    state: &SupervisorState,
+    user_peers: bool,
     warnings: &mut Vec<String>,
 ) -> SidecarInputs {
     let service_account_mount =
@@ -252,25 +337,31 @@ fn sidecar_inputs(
             .find(|e| e.name == "HAB_SUP_GATEWAY_AUTH_TOKEN")
             .cloned(),
         service_account_mount,
-        watch_file: (options.peer_mode == PeerMode::WatchFile).then(|| WatchFileInputs {
+        watch_file: (!user_peers).then(|| WatchFileInputs {
             path: PEERS_FILE.to_owned(),
-            mount: VolumeMount { read_only: None, ..peers_volume_mount() },
+            mount: render::peers_volume().1,
             statefulset: target.sts_name.clone(),
             pod_selector: selector_string(target.spec.selector.clone()),
             gossip_port: sup.flags.gossip_port,
         }),
+        role_label: options.role_label,
+        state: state.shared.clone().map(|(mount, dir)| StateInputs {
+            mount,
+            dir,
+            ctl_port: sup.flags.ctl_port,
+            run_as: supervisor_user(pod, sup.container),
+        }),
     }
 }
 
-/// The environment that tells the Supervisor's container who it is and who its peers are.
-fn identity_env(target: &Target<'_>, ring: &RingAddress, plan: &PeerPlan) -> Vec<EnvVar> {
+/// The environment that tells the Supervisor's container who it is.
+fn identity_env(target: &Target<'_>, ring: &RingAddress) -> Vec<EnvVar> {
     vec![
         literal(env::STATEFULSET, &target.sts_name),
         literal(env::SERVICE, &target.service),
         literal(env::SERVICE_FQDN, ring.service_fqdn()),
         literal(env::ORDINAL, target.ordinal.to_string()),
         literal(env::POD_FQDN, ring.pod_fqdn(target.ordinal)),
-        literal(env::PEERS, plan.peers().join(" ")),
         downward(env::POD_NAME, "metadata.name"),
         downward(env::POD_NAMESPACE, "metadata.namespace"),
         downward(env::POD_IP, "status.podIP"),
@@ -293,24 +384,6 @@ fn containers_named<'a>(pod: &'a Pod, name: &'a str) -> impl Iterator<Item = &'a
     main.chain(init).filter(move |c| c.name == name)
 }
 
-/// Ordinals of the StatefulSet's other pods whose DNS names resolve now.
-fn live_ordinals(
-    facts: &Facts,
-    sts_name: &str,
-    sts_uid: Option<&str>,
-    publish_not_ready: bool,
-) -> BTreeSet<u32> {
-    facts
-        .siblings
-        .iter()
-        .filter(|p| {
-            statefulset_owner(p).is_some_and(|o| o.name == sts_name && sts_uid.is_none_or(|uid| uid == o.uid))
-        })
-        .filter(|p| resolves_in_dns(p, publish_not_ready))
-        .filter_map(|p| ordinal(p, sts_name).ok())
-        .collect()
-}
-
 /// A label selector in the string form the API's `labelSelector` parameter takes.
 pub fn selector_string(selector: LabelSelector) -> String {
     let mut terms: Vec<String> =
@@ -327,13 +400,10 @@ pub fn selector_string(selector: LabelSelector) -> String {
     terms.join(",")
 }
 
-fn summarize(pod: &str, plan: &PeerPlan, status: &InjectionStatus, mode: PeerMode) -> String {
-    let peers = match (mode, plan, status.peers.is_empty()) {
-        (PeerMode::WatchFile, _, _) => "peers from a watch file".to_owned(),
-        (_, PeerPlan::FoundRing, _) => "no peers (founds the ring)".to_owned(),
-        (_, _, true) => "no peers injected (the user's own)".to_owned(),
-        (_, _, false) => format!("peers {}", status.peers.join(", ")),
-    };
+fn summarize(pod: &str, status: &InjectionStatus) -> String {
+    let peers =
+        if status.peer_watch_file.is_some() { "peers from the watch file" } else { "the user's own peers" };
+    let key = if status.ring_key_secret.is_some() { ", ring key" } else { "" };
     let sidecar = status.sidecar.as_deref().map(|s| format!(", sidecar {s}")).unwrap_or_default();
-    format!("{pod}: {peers}; {} env vars{sidecar}", status.env.len())
+    format!("{pod}: {peers}{key}; {} env vars{sidecar}", status.env.len())
 }

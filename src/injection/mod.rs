@@ -5,9 +5,9 @@
 pub mod annotations;
 pub mod decision;
 pub mod facts;
-pub mod peers;
 pub mod pod_identity;
 pub mod render;
+pub mod ring_address;
 pub mod ring_key;
 pub mod settings;
 pub mod supervisor_args;

@@ -35,6 +35,17 @@ pub fn key_contents(name: &str, revision: &str, secret: &[u8; 32]) -> String {
     format!("SYM-SEC-1\n{name}-{revision}\n\n{}", STANDARD.encode(secret))
 }
 
+/// The Secret's labels: who made it, for which StatefulSet.
+pub fn secret_labels(statefulset: &str) -> BTreeMap<String, String> {
+    let mut labels =
+        BTreeMap::from([("app.kubernetes.io/managed-by".to_owned(), "hab-bootstrap".to_owned())]);
+    // A label value holds 63 characters; a longer name is still in the owner reference.
+    if statefulset.len() <= 63 {
+        labels.insert("habitat/statefulset".to_owned(), statefulset.to_owned());
+    }
+    labels
+}
+
 /// The Secret's `stringData`.
 pub fn secret_data(name: &str, revision: &str, secret: &[u8; 32]) -> BTreeMap<String, String> {
     BTreeMap::from([(SECRET_KEY.to_owned(), key_contents(name, revision, secret))])

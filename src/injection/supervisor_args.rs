@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Container;
 
 pub const DEFAULT_GOSSIP_PORT: u16 = 9638;
 pub const DEFAULT_HTTP_PORT: u16 = 9631;
+pub const DEFAULT_CTL_PORT: u16 = 9632;
 
 /// The flags of `hab sup run` that take a value (as a separate token when not written `--f=v`).
 /// Needed to tell a flag's value from the package identifier, the first positional argument.
@@ -65,6 +66,10 @@ pub struct SupervisorFlags {
     pub has_peer_watch_file: bool,
     pub gossip_port: u16,
     pub http_port: u16,
+    /// The control gateway's port (`--listen-ctl`, on 127.0.0.1 by default).
+    pub ctl_port: u16,
+    /// The user brings a ring key of their own (`--ring`, `--ring-key`).
+    pub has_ring_key: bool,
     /// `<service>.<group>` of the package on the `sup run` line, if there is one.
     pub service_group: Option<String>,
     pub leader_topology: bool,
@@ -77,6 +82,8 @@ impl Default for SupervisorFlags {
             has_peer_watch_file: false,
             gossip_port: DEFAULT_GOSSIP_PORT,
             http_port: DEFAULT_HTTP_PORT,
+            ctl_port: DEFAULT_CTL_PORT,
+            has_ring_key: false,
             service_group: None,
             leader_topology: false,
         }
@@ -154,6 +161,8 @@ pub fn parse_flags(container: &Container) -> SupervisorFlags {
             ("--peer-watch-file", _) => flags.has_peer_watch_file = true,
             ("--listen-gossip", Some(v)) => flags.gossip_port = port_of(v).unwrap_or(DEFAULT_GOSSIP_PORT),
             ("--listen-http", Some(v)) => flags.http_port = port_of(v).unwrap_or(DEFAULT_HTTP_PORT),
+            ("--listen-ctl", Some(v)) => flags.ctl_port = port_of(v).unwrap_or(DEFAULT_CTL_PORT),
+            ("--ring" | "-r" | "--ring-key", Some(_)) => flags.has_ring_key = true,
             ("--group", Some(v)) => group = v,
             ("--topology" | "-t", Some(v)) => flags.leader_topology = v == "leader",
             _ => {}
@@ -228,6 +237,10 @@ mod tests {
                 "leader",
                 "--peer",
                 "seed.example",
+                "--listen-ctl",
+                "127.0.0.1:9800",
+                "--ring",
+                "prod-ring",
             ],
         );
         let f = parse_flags(&c);
@@ -238,6 +251,8 @@ mod tests {
                 has_peer_watch_file: false,
                 gossip_port: 9700,
                 http_port: 9700,
+                ctl_port: 9800,
+                has_ring_key: true,
                 service_group: Some("redis.prod".into()),
                 leader_topology: true,
             }

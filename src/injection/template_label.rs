@@ -7,18 +7,24 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 
 use crate::injection::annotations::{self, BootstrapOptions};
+use crate::injection::ring_key;
 
 #[derive(Debug, Clone)]
 pub enum TemplateDecision {
     /// The template already agrees with the annotation.
     Unchanged,
-    /// Set (true) or remove (false) the label.
+    /// The label set (true) or removed (false) and, for a StatefulSet being created, its ring key
+    /// named.
     Relabel { mutated: Box<StatefulSet>, labelled: bool },
     /// Opted in with unusable options: refuse the StatefulSet now rather than each of its pods.
     Deny(String),
 }
 
-pub fn decide_template(sts: &StatefulSet) -> TemplateDecision {
+/// `creating`: the review is the StatefulSet's CREATE. Only then does it get a ring key of its own
+/// (annotation [`annotations::RING_KEY_SECRET`]): Supervisors with a key and without one do not
+/// hear each other, so a ring that already runs keeps running without one (docs/sidecar.md says how
+/// to add one).
+pub fn decide_template(sts: &StatefulSet, creating: bool) -> TemplateDecision {
     let annotations = sts.metadata.annotations.as_ref();
     let want = annotations::opted_in(annotations);
     if want && let Err(e) = BootstrapOptions::from_annotations(annotations) {
@@ -26,10 +32,20 @@ pub fn decide_template(sts: &StatefulSet) -> TemplateDecision {
     }
     let labels = sts.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.as_ref());
     let has = labels.and_then(|l| l.get(annotations::BOOTSTRAP)).is_some_and(|v| v == "true");
-    if want == has {
+    let name_key =
+        want && creating && annotations.is_none_or(|a| !a.contains_key(annotations::RING_KEY_SECRET));
+    if want == has && !name_key {
         return TemplateDecision::Unchanged;
     }
     let mut mutated = sts.clone();
+    if name_key {
+        let name = ring_key::secret_name(sts.metadata.name.as_deref().unwrap_or_default());
+        mutated
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(annotations::RING_KEY_SECRET.to_owned(), name);
+    }
     let labels = mutated
         .spec
         .get_or_insert_default()
@@ -69,20 +85,23 @@ mod tests {
 
     #[test]
     fn label_follows_annotation() {
-        match decide_template(&sts(Some("true"), None)) {
+        match decide_template(&sts(Some("true"), None), false) {
             TemplateDecision::Relabel { mutated, labelled: true } => {
                 assert_eq!(label(&mutated).as_deref(), Some("true"))
             }
             other => panic!("{other:?}"),
         }
-        match decide_template(&sts(None, Some("true"))) {
+        match decide_template(&sts(None, Some("true")), false) {
             TemplateDecision::Relabel { mutated, labelled: false } => assert_eq!(label(&mutated), None),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decide_template(&sts(Some("true"), Some("true"))), TemplateDecision::Unchanged));
-        assert!(matches!(decide_template(&sts(None, None)), TemplateDecision::Unchanged));
-        assert!(matches!(decide_template(&sts(Some("false"), None)), TemplateDecision::Unchanged));
-        assert!(matches!(decide_template(&StatefulSet::default()), TemplateDecision::Unchanged));
+        assert!(matches!(
+            decide_template(&sts(Some("true"), Some("true")), false),
+            TemplateDecision::Unchanged
+        ));
+        assert!(matches!(decide_template(&sts(None, None), true), TemplateDecision::Unchanged));
+        assert!(matches!(decide_template(&sts(Some("false"), None), true), TemplateDecision::Unchanged));
+        assert!(matches!(decide_template(&StatefulSet::default(), true), TemplateDecision::Unchanged));
     }
 
     #[test]
@@ -90,7 +109,43 @@ mod tests {
         let mut s = sts(Some("true"), None);
         s.metadata.annotations.as_mut().unwrap().insert(annotations::PEER_MODE.into(), "dns".into());
         assert!(
-            matches!(decide_template(&s), TemplateDecision::Deny(m) if m.contains(annotations::PEER_MODE))
+            matches!(decide_template(&s, true), TemplateDecision::Deny(m) if m.contains(annotations::PEER_MODE))
         );
+    }
+
+    fn ring_key(s: &StatefulSet) -> Option<String> {
+        s.metadata.annotations.as_ref()?.get(annotations::RING_KEY_SECRET).cloned()
+    }
+
+    #[test]
+    fn a_statefulset_gets_its_ring_key_when_created_only() {
+        let mut created = sts(Some("true"), None);
+        created.metadata.name = Some("redis".into());
+        match decide_template(&created, true) {
+            TemplateDecision::Relabel { mutated, labelled: true } => {
+                assert_eq!(ring_key(&mutated).as_deref(), Some("redis-habitat-ring"));
+                assert_eq!(label(&mutated).as_deref(), Some("true"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Already labelled (applied with the label), being created: still gets its key.
+        let mut labelled = sts(Some("true"), Some("true"));
+        labelled.metadata.name = Some("redis".into());
+        assert!(matches!(decide_template(&labelled, true), TemplateDecision::Relabel { .. }));
+        // An update of a running ring never adds one.
+        match decide_template(&created, false) {
+            TemplateDecision::Relabel { mutated, .. } => assert_eq!(ring_key(&mutated), None),
+            other => panic!("{other:?}"),
+        }
+        // The user's choice, a Secret of their own or none, is kept.
+        for value in ["mine", annotations::NO_RING_KEY] {
+            let mut own = sts(Some("true"), Some("true"));
+            own.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(annotations::RING_KEY_SECRET.into(), value.into());
+            assert!(matches!(decide_template(&own, true), TemplateDecision::Unchanged));
+        }
     }
 }

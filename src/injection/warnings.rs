@@ -3,22 +3,21 @@
 //! the order the user reads them in.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
+use k8s_openapi::api::core::v1::Container;
 
-use crate::injection::annotations::{self, PeerMode};
+use crate::injection::annotations;
 use crate::injection::facts::ServiceFact;
-use crate::injection::peers::PeerPlan;
 use crate::injection::supervisor_args::SupervisorFlags;
 
-/// Checks the headless Service; returns whether not-ready pods resolve.
-pub fn check_service(fact: &ServiceFact, name: &str, warnings: &mut Vec<String>) -> bool {
+/// Checks the headless Service that gives the pods the DNS names in their identity environment.
+pub fn check_service(fact: &ServiceFact, name: &str, warnings: &mut Vec<String>) {
     let spec = match fact {
-        ServiceFact::Unknown => return false,
+        ServiceFact::Unknown => return,
         ServiceFact::Missing => {
             warnings.push(format!(
-                "Service {name:?} (spec.serviceName) not found: peer names resolve once it exists"
+                "Service {name:?} (spec.serviceName) not found: pod DNS names resolve once it exists"
             ));
-            return false;
+            return;
         }
         ServiceFact::Found(svc) => svc.spec.clone().unwrap_or_default(),
     };
@@ -27,13 +26,11 @@ pub fn check_service(fact: &ServiceFact, name: &str, warnings: &mut Vec<String>)
             "Service {name:?} is not headless (clusterIP: None): pods get no stable DNS names"
         ));
     }
-    let publish = spec.publish_not_ready_addresses == Some(true);
-    if !publish {
+    if spec.publish_not_ready_addresses != Some(true) {
         warnings.push(format!(
-            "Service {name:?}: set publishNotReadyAddresses: true so peers resolve before Ready"
+            "Service {name:?}: set publishNotReadyAddresses: true so pod DNS names resolve before Ready"
         ));
     }
-    publish
 }
 
 pub fn check_statefulset(sts: &StatefulSet, flags: &SupervisorFlags, name: &str, warnings: &mut Vec<String>) {
@@ -44,66 +41,48 @@ pub fn check_statefulset(sts: &StatefulSet, flags: &SupervisorFlags, name: &str,
             "StatefulSet {name:?} has {replicas} replicas: leader elections want an odd count"
         ));
     }
-    if spec.pod_management_policy.as_deref() == Some("Parallel") {
+}
+
+/// Where `/hab/sup` lives decides what a restart keeps: the member id and the ring's saved rumors.
+pub fn check_state_volume(sup: &Container, persistent: bool, shared: bool, warnings: &mut Vec<String>) {
+    if !persistent {
         warnings.push(format!(
-            "StatefulSet {name:?} is Parallel: pods may start with no live peer; consider {}=watch-file",
+            "/hab/sup of container {:?} is not on a PersistentVolume: a recreated pod joins under a new \
+             member id (its dead predecessor is departed by the sidecar)",
+            sup.name
+        ));
+    }
+    if !shared {
+        warnings.push(format!(
+            "the volume of /hab/sup in container {:?} uses subPathExpr: the sidecar cannot share it, so \
+             it neither departs dead predecessors nor lets a ring that moved find itself again",
+            sup.name
+        ));
+    }
+}
+
+/// Peers the user passes themselves, or the former `--peer` mode asked for.
+pub fn check_peers(sup: &Container, user_peers: bool, legacy_peer_mode: bool, warnings: &mut Vec<String>) {
+    if user_peers {
+        warnings.push(format!(
+            "container {:?} already passes --peer or --peer-watch-file: left as is, no peer file injected",
+            sup.name
+        ));
+    }
+    if legacy_peer_mode {
+        warnings.push(format!(
+            "{}=peer is no longer offered (a --peer list fixed at admission crash-loops restarts after a \
+             scale-down): the peer watch file is used",
             annotations::PEER_MODE
         ));
     }
 }
 
-/// Warns unless `/hab/sup` is on a PersistentVolume: without its state a rescheduled supervisor is
-/// a new member, and only the peers we inject bring it back into the ring.
-pub fn check_state_volume(pod: &Pod, sup: &Container, warnings: &mut Vec<String>) {
-    const STATE: &str = "/hab/sup";
-    let covers = |m: &&VolumeMount| {
-        let path = m.mount_path.trim_end_matches('/');
-        STATE == path || STATE.starts_with(&format!("{path}/")) || path.is_empty()
-    };
-    let mount = sup.volume_mounts.iter().flatten().filter(covers).max_by_key(|m| m.mount_path.len());
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
-    let persistent = mount.is_some_and(|m| {
-        volumes
-            .into_iter()
-            .flatten()
-            .any(|v| v.name == m.name && (v.persistent_volume_claim.is_some() || v.ephemeral.is_some()))
-    });
-    if !persistent {
-        warnings.push(format!(
-            "/hab/sup of container {:?} is not on a PersistentVolume: restarts lose ring state",
-            sup.name
-        ));
-    }
-}
-
-/// Peers the user passes themselves, or a first pod that must wait for a name to resolve.
-pub fn check_peers(
-    sup: &Container,
-    plan: &PeerPlan,
-    user_peers: bool,
-    mode: PeerMode,
-    warnings: &mut Vec<String>,
-) {
-    if user_peers {
-        warnings.push(format!(
-            "container {:?} already passes --peer or --peer-watch-file: left as is, no peers injected",
-            sup.name
-        ));
-    }
-    if let PeerPlan::AwaitFirst(first) = plan
-        && !user_peers
-        && mode == PeerMode::Args
-    {
-        warnings
-            .push(format!("no member is alive yet: peering {first}; it restarts until that name resolves"));
-    }
-}
-
-/// Peers given as args to a container with neither command nor args go to its image entrypoint.
+/// Arguments given to a container with neither command nor args go to its image entrypoint.
 pub fn check_entrypoint(sup: &Container, gives_args: bool, warnings: &mut Vec<String>) {
     if gives_args && sup.command.is_none() && sup.args.is_none() {
         warnings.push(format!(
-            "container {:?} sets no command or args: peers are passed as args to its image entrypoint",
+            "container {:?} sets no command or args: --peer-watch-file is passed to its image entrypoint",
             sup.name
         ));
     }

@@ -72,6 +72,22 @@ impl LabelWriter for KubeLabelWriter {
     }
 }
 
+/// The label written or not (`--no-role-label`: the sidecar then only keeps the peer file and
+/// departs dead predecessors; every write is a no-op).
+pub enum RoleLabel {
+    On(Box<KubeLabelWriter>),
+    Off,
+}
+
+impl LabelWriter for RoleLabel {
+    async fn apply(&self, action: LabelAction) -> Result<(), LabelWriteError> {
+        match self {
+            RoleLabel::On(writer) => writer.apply(action).await,
+            RoleLabel::Off => Ok(()),
+        }
+    }
+}
+
 /// The merge patch body: the label's value, or `null` to delete it.
 pub fn label_patch(key: &str, action: LabelAction) -> serde_json::Value {
     let value = match action {

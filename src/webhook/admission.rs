@@ -15,7 +15,6 @@ use tracing::{debug, info, warn};
 
 use crate::injection::annotations;
 use crate::injection::decision::{self, Candidate, Decision, Facts, Injection, NotOurs, ServiceFact};
-use crate::injection::peers::PeerPlan;
 use crate::injection::settings::InjectionSettings;
 use crate::injection::template_label::{TemplateDecision, decide_template};
 use crate::webhook::metrics::{Metrics, ReasonLabels, RequestLabels, WebhookLabels};
@@ -35,8 +34,14 @@ pub trait ClusterView: Send + Sync + 'static {
         may_read_live: bool,
     ) -> impl Future<Output = Result<Option<StatefulSet>, String>> + Send;
     fn service(&self, ns: &str, name: &str) -> ServiceFact;
-    /// The pods of `sts` that exist now, read consistently.
-    fn pods_of(&self, ns: &str, sts: &StatefulSet) -> impl Future<Output = Result<Vec<Pod>, String>> + Send;
+    /// Makes sure the Secret `ns/name` with the ring key of `sts` exists (creating it, owned by the
+    /// StatefulSet, if not); Err says why it could not.
+    fn ensure_ring_key(
+        &self,
+        ns: &str,
+        name: &str,
+        sts: &StatefulSet,
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// Whether `ns/service_account` may patch pods in `ns`; None when it could not be checked
     /// (only a warning depends on it).
     fn can_patch_pods(&self, ns: &str, service_account: &str) -> impl Future<Output = Option<bool>> + Send;
@@ -163,8 +168,12 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         let sts = self.owner(&pod_name, &candidate).await?;
         self.check_opted_in(request, &pod_name, &candidate, &sts)?;
         let pod: Pod = request.object().map_err(|e| Stop::Denied(Denial::UnreadablePod(e)))?;
-        let facts = self.gather_facts(&pod_name, &candidate, sts, &pod).await?;
-        self.inject(request, &pod_name, pod, &facts)
+        let facts = self.gather_facts(&pod_name, sts, &pod).await;
+        let (patch, warnings, ring_key) = self.inject(request, &pod_name, pod, &facts)?;
+        if let Some(secret) = ring_key {
+            self.ensure_ring_key(request, &pod_name, &secret, &facts.statefulset).await?;
+        }
+        Ok((patch, warnings))
     }
 
     /// The StatefulSet that owns the pod, from the cache (or, for a pod labelled ours, the API).
@@ -211,45 +220,14 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         Err(Stop::Skipped(Skip::LabelWithoutAnnotation, Some(note)))
     }
 
-    /// What the decision needs besides the pod; the two API reads run side by side.
-    async fn gather_facts(
-        &self,
-        pod_name: &PodName,
-        candidate: &Candidate,
-        sts: StatefulSet,
-        pod: &Pod,
-    ) -> Result<Facts, Stop> {
+    /// What the decision needs besides the pod: the Service from the cache, and whether the
+    /// sidecar's ServiceAccount may label its pod (cached). No list of the StatefulSet's pods: the
+    /// sidecar finds its peers itself, so admission does not grow with the ring.
+    async fn gather_facts(&self, pod_name: &PodName, sts: StatefulSet, pod: &Pod) -> Facts {
         let ns = &pod_name.ns;
         let service_name = sts.spec.as_ref().and_then(|s| s.service_name.clone()).unwrap_or_default();
-        let (siblings, sidecar_can_label) = tokio::join!(
-            self.cluster.pods_of(ns, &sts),
-            self.cluster.can_patch_pods(ns, decision::service_account(pod))
-        );
-        let siblings = match siblings {
-            Ok(p) => p,
-            Err(error) => {
-                let denial = Denial::PodsUnlisted {
-                    ns: ns.clone(),
-                    statefulset: candidate.statefulset.clone(),
-                    error,
-                };
-                let name = &pod_name.name;
-                self.events.publish(
-                    &sts,
-                    name,
-                    EventType::Warning,
-                    "InjectionDenied",
-                    format!("{name}: {denial}"),
-                );
-                return Err(Stop::Denied(denial));
-            }
-        };
-        Ok(Facts {
-            service: self.cluster.service(ns, &service_name),
-            statefulset: sts,
-            siblings,
-            sidecar_can_label,
-        })
+        let sidecar_can_label = self.cluster.can_patch_pods(ns, decision::service_account(pod)).await;
+        Facts { service: self.cluster.service(ns, &service_name), statefulset: sts, sidecar_can_label }
     }
 
     /// Decides, and explains the decision: the patch and its warnings, or the denial.
@@ -259,7 +237,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         pod_name: &PodName,
         pod: Pod,
         facts: &Facts,
-    ) -> Result<(Patch, Vec<String>), Stop> {
+    ) -> Result<(Patch, Vec<String>, Option<String>), Stop> {
         let name = &pod_name.name;
         let injection = match decision::decide(&pod, facts, &self.settings) {
             Decision::Inject(injection) => injection,
@@ -276,19 +254,15 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
                 return Err(Stop::Denied(Denial::Invalid(msg)));
             }
         };
-        let Injection { pod: injected, plan, warnings, summary, .. } = *injection;
+        let Injection { pod: injected, status, warnings, summary } = *injection;
         let patch = pod_patch(pod, injected);
         if patch.0.is_empty() {
             // A reinvocation, a replayed request.
             debug!(%summary, "already injected");
             return Err(Stop::Unchanged);
         }
-        let plan = match plan {
-            PeerPlan::Live(_) => "live_peers",
-            PeerPlan::FoundRing => "founds_ring",
-            PeerPlan::AwaitFirst(_) => "await_first",
-        };
-        self.metrics.injections.get_or_create(&ReasonLabels { reason: plan }).inc();
+        let peers = if status.peer_watch_file.is_some() { "peer_file" } else { "user_peers" };
+        self.metrics.injections.get_or_create(&ReasonLabels { reason: peers }).inc();
         info!(%summary, warnings = warnings.len(), dry_run = request.dry_run, "injected");
         if !request.dry_run {
             let mut note = summary;
@@ -297,7 +271,26 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             }
             self.events.publish(&facts.statefulset, name, EventType::Normal, "Injected", note);
         }
-        Ok((patch, warnings.into_iter().map(truncate).collect()))
+        Ok((patch, warnings.into_iter().map(truncate).collect(), status.ring_key_secret))
+    }
+
+    /// The ring key's Secret must exist before the pod starts (its variable names it); never
+    /// created for a dry run (`sideEffects: NoneOnDryRun`).
+    async fn ensure_ring_key(
+        &self,
+        request: &Request<'_>,
+        pod_name: &PodName,
+        secret: &str,
+        sts: &StatefulSet,
+    ) -> Result<(), Stop> {
+        if request.dry_run {
+            return Ok(());
+        }
+        let Err(error) = self.cluster.ensure_ring_key(&pod_name.ns, secret, sts).await else { return Ok(()) };
+        let denial = Denial::RingKeyNotCreated { ns: pod_name.ns.clone(), secret: secret.to_owned(), error };
+        let name = &pod_name.name;
+        self.events.publish(sts, name, EventType::Warning, "InjectionDenied", format!("{name}: {denial}"));
+        Err(Stop::Denied(denial))
     }
 
     fn statefulset_response(&self, request: &Request<'_>) -> (Response, Outcome) {
@@ -309,7 +302,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             Ok(s) => s,
             Err(e) => return self.deny(response, &Denial::UnreadableStatefulSet(e)),
         };
-        match decide_template(&sts) {
+        match decide_template(&sts, request.operation == "CREATE") {
             TemplateDecision::Unchanged => (response, Outcome::Unchanged),
             TemplateDecision::Deny(msg) => self.deny(response, &Denial::Template(msg)),
             TemplateDecision::Relabel { mutated, labelled } => {

@@ -1,5 +1,5 @@
-//! The webhook's view of the cluster: reflector caches of StatefulSets and Services, a consistent
-//! live read of an opted-in StatefulSet's pods, and Kubernetes Events.
+//! The webhook's view of the cluster: reflector caches of StatefulSets and Services, the ring-key
+//! Secrets it creates, and Kubernetes Events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,15 +8,17 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServiceSpec};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tracing::warn;
 
-use crate::injection::decision::{ServiceFact, selector_string};
+use crate::injection::decision::ServiceFact;
+use crate::injection::ring_key;
 use crate::webhook::admission::{ClusterView, EventSink, EventType};
 
 pub struct KubeCluster {
@@ -27,16 +29,27 @@ pub struct KubeCluster {
     /// SubjectAccessReview answers by (namespace, ServiceAccount): RBAC rarely changes, and a
     /// rollout asks the same question once per pod.
     access: Mutex<HashMap<(String, String), (Instant, bool)>>,
+    /// Ring-key Secrets known to exist, by (namespace, name), and since when: one create per
+    /// StatefulSet rather than one per pod; forgotten after a while in case one is deleted.
+    ring_keys: Mutex<HashMap<(String, String), Instant>>,
 }
 
 const ACCESS_TTL: Duration = Duration::from_secs(60);
+const RING_KEY_TTL: Duration = Duration::from_secs(300);
 
 impl KubeCluster {
     /// Starts the watches; the caches fill in the background (see [`KubeCluster::wait_synced`]).
     pub fn start(client: Client, live_read_timeout: Duration) -> Self {
         let statefulsets = spawn_reflector(Api::<StatefulSet>::all(client.clone()), strip_statefulset);
         let services = spawn_reflector(Api::<Service>::all(client.clone()), strip_service);
-        Self { client, statefulsets, services, live_read_timeout, access: Mutex::default() }
+        Self {
+            client,
+            statefulsets,
+            services,
+            live_read_timeout,
+            access: Mutex::default(),
+            ring_keys: Mutex::default(),
+        }
     }
 
     pub async fn wait_synced(&self) {
@@ -175,23 +188,65 @@ impl ClusterView for KubeCluster {
 
     /// A quorum read, not the cache: the controller creates pod k the moment pod k-1 turns Ready,
     /// and a watch a few milliseconds behind would leave pod k-1 out of pod k's peers.
-    async fn pods_of(&self, ns: &str, sts: &StatefulSet) -> Result<Vec<Pod>, String> {
-        let selector = sts.spec.as_ref().map(|s| selector_string(s.selector.clone())).unwrap_or_default();
-        if selector.is_empty() {
-            return Err("the StatefulSet has an empty selector".to_owned());
+    async fn ensure_ring_key(&self, ns: &str, name: &str, sts: &StatefulSet) -> Result<(), String> {
+        let key = (ns.to_owned(), name.to_owned());
+        let known = |keys: &HashMap<_, Instant>| keys.get(&key).is_some_and(|at| at.elapsed() < RING_KEY_TTL);
+        if known(&self.ring_keys.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
         }
-        let api = Api::<Pod>::namespaced(self.client.clone(), ns);
-        let params = ListParams::default().labels(&selector);
-        let started = Instant::now();
-        let list = api.list(&params);
-        let result = tokio::time::timeout(self.live_read_timeout, list).await;
-        tracing::debug!(ns, %selector, elapsed = ?started.elapsed(), "listed the StatefulSet's pods");
-        match result {
-            Err(_) => Err(format!("no answer from the API server within {:?}", self.live_read_timeout)),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(list)) => Ok(list.items),
+        let secret = ring_key_secret(ns, name, sts)?;
+        let api = Api::<Secret>::namespaced(self.client.clone(), ns);
+        let params = PostParams::default();
+        let created = tokio::time::timeout(self.live_read_timeout, api.create(&params, &secret));
+        match created.await {
+            Err(_) => {
+                return Err(format!("no answer from the API server within {:?}", self.live_read_timeout));
+            }
+            // 409: it exists (created for an earlier pod, by another replica, or the user's own).
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => {}
+            Ok(Err(e)) => return Err(e.to_string()),
         }
+        self.ring_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Instant::now());
+        Ok(())
     }
+}
+
+/// A new ring key for `sts`, in a Secret the StatefulSet owns (deleted with it).
+fn ring_key_secret(ns: &str, name: &str, sts: &StatefulSet) -> Result<Secret, String> {
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| "no randomness for a ring key".to_owned())?;
+    let now = time::OffsetDateTime::now_utc();
+    let revision = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let sts_name = sts.metadata.name.clone().unwrap_or_default();
+    let owner = sts.metadata.uid.clone().map(|uid| OwnerReference {
+        api_version: "apps/v1".to_owned(),
+        kind: "StatefulSet".to_owned(),
+        name: sts_name.clone(),
+        uid,
+        ..Default::default()
+    });
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(ns.to_owned()),
+            labels: Some(ring_key::secret_labels(&sts_name)),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        string_data: Some(ring_key::secret_data(&sts_name, &revision, &secret)),
+        ..Default::default()
+    })
 }
 
 impl KubeCluster {

@@ -62,8 +62,8 @@ pub enum Denial {
     OwnerNotFound { ns: String, statefulset: String },
     /// The StatefulSet could not be read from the API server.
     OwnerUnreadable { ns: String, statefulset: String, error: String },
-    /// The StatefulSet's pods could not be listed to choose peers.
-    PodsUnlisted { ns: String, statefulset: String, error: String },
+    /// The StatefulSet's ring-key Secret could not be created.
+    RingKeyNotCreated { ns: String, secret: String, error: String },
     /// The decision refused the pod (its message says what to fix).
     Invalid(String),
     /// The StatefulSet in the review cannot be decoded.
@@ -78,7 +78,8 @@ impl Denial {
         match self {
             Denial::UnreadablePod(_) => "unreadable_pod",
             Denial::OwnerNotFound { .. } => "owner_not_found",
-            Denial::OwnerUnreadable { .. } | Denial::PodsUnlisted { .. } => "api_unavailable",
+            Denial::OwnerUnreadable { .. } => "api_unavailable",
+            Denial::RingKeyNotCreated { .. } => "ring_key_not_created",
             Denial::Invalid(_) => "invalid",
             Denial::UnreadableStatefulSet(_) => "unreadable_statefulset",
             Denial::Template(_) => "invalid_template",
@@ -98,12 +99,15 @@ impl fmt::Display for Denial {
             Denial::OwnerUnreadable { ns, statefulset, error } => write!(
                 f,
                 "cannot read StatefulSet {ns}/{statefulset} ({error}); refusing rather than starting a \
-                 supervisor without peers; the StatefulSet controller retries"
+                 supervisor without its ring; the StatefulSet controller retries"
             ),
-            Denial::PodsUnlisted { ns, statefulset, error } => write!(
+            Denial::RingKeyNotCreated { ns, secret, error } => write!(
                 f,
-                "cannot list the pods of StatefulSet {ns}/{statefulset} to choose peers ({error}); the \
-                 StatefulSet controller retries"
+                "cannot create Secret {ns}/{secret}, the ring's gossip key ({error}); the webhook needs \
+                 `create` on secrets, or annotate the StatefulSet {}={} to run without a key; the \
+                 StatefulSet controller retries",
+                crate::injection::annotations::RING_KEY_SECRET,
+                crate::injection::annotations::NO_RING_KEY
             ),
             Denial::Invalid(message) | Denial::Template(message) => f.write_str(message),
             Denial::UnreadableStatefulSet(e) => write!(f, "cannot read the StatefulSet: {e}"),
@@ -125,7 +129,7 @@ mod tests {
         assert_eq!(
             owner("timeout").to_string(),
             "cannot read StatefulSet db/redis (timeout); refusing rather than starting a supervisor \
-             without peers; the StatefulSet controller retries"
+             without its ring; the StatefulSet controller retries"
         );
         assert_eq!(owner("x").reason(), "api_unavailable");
         assert_eq!(Denial::Invalid("fix it".into()).to_string(), "fix it");

@@ -11,8 +11,8 @@ use hab_bootstrap::injection::decision::ServiceFact;
 use hab_bootstrap::injection::settings::InjectionSettings;
 use hab_bootstrap::webhook::admission::{Admission, ClusterView, EventSink, EventType};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Service, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::{Value, json};
 
 pub const STS_UID: &str = "bdd640fb-0667-4ad1-9c80-317fa3b1799d";
@@ -60,49 +60,22 @@ pub fn headless_service(name: &str, ns: &str, publish_not_ready: bool) -> Servic
     }
 }
 
-/// A pod of `sts` with an IP, Ready or not.
-pub fn sibling(sts: &str, ns: &str, ordinal: u32, ready: bool) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(format!("{sts}-{ordinal}")),
-            namespace: Some(ns.into()),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "StatefulSet".into(),
-                name: sts.into(),
-                uid: STS_UID.into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        spec: None,
-        status: Some(PodStatus {
-            pod_ip: Some(format!("10.1.0.{}", ordinal + 10)),
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-    }
-}
-
-/// The cluster as a few objects; `api_down` makes every live read fail like an unreachable API.
+/// The cluster as a few objects; `api_down` makes every API call fail like an unreachable API.
 #[derive(Default)]
 pub struct MemoryCluster {
     pub statefulsets: Vec<StatefulSet>,
     pub services: Vec<Service>,
-    pub pods: Vec<Pod>,
     /// StatefulSets only the "API server" knows (not yet in the cache).
     pub uncached_statefulsets: Vec<StatefulSet>,
     pub api_down: bool,
+    /// Calls that reached the "API server" (live StatefulSet reads, ring-key creations).
     pub live_reads: Mutex<u32>,
-    /// How long each pod list takes, to hold requests in flight.
-    pub list_delay: std::time::Duration,
+    /// How long the per-review access check takes, to hold requests in flight.
+    pub read_delay: std::time::Duration,
     /// What a SubjectAccessReview for the pod's ServiceAccount answers.
     pub sidecar_can_label: Option<bool>,
+    /// Ring-key Secrets created, as (namespace, name, StatefulSet).
+    pub ring_keys: Mutex<Vec<(String, String, String)>>,
 }
 
 fn find<'a, T: kube::Resource>(items: &'a [T], ns: &str, name: &str) -> Option<&'a T> {
@@ -111,6 +84,9 @@ fn find<'a, T: kube::Resource>(items: &'a [T], ns: &str, name: &str) -> Option<&
 
 impl ClusterView for MemoryCluster {
     async fn can_patch_pods(&self, _ns: &str, _service_account: &str) -> Option<bool> {
+        if !self.read_delay.is_zero() {
+            tokio::time::sleep(self.read_delay).await;
+        }
         self.sidecar_can_label
     }
 
@@ -140,15 +116,17 @@ impl ClusterView for MemoryCluster {
             .map_or(ServiceFact::Missing, |s| ServiceFact::Found(Box::new(s.clone())))
     }
 
-    async fn pods_of(&self, ns: &str, _sts: &StatefulSet) -> Result<Vec<Pod>, String> {
+    async fn ensure_ring_key(&self, ns: &str, name: &str, sts: &StatefulSet) -> Result<(), String> {
         *self.live_reads.lock().unwrap() += 1;
-        if !self.list_delay.is_zero() {
-            tokio::time::sleep(self.list_delay).await;
-        }
         if self.api_down {
             return Err("connection refused".into());
         }
-        Ok(self.pods.iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns)).cloned().collect())
+        let entry = (ns.to_owned(), name.to_owned(), sts.metadata.name.clone().unwrap_or_default());
+        let mut keys = self.ring_keys.lock().unwrap();
+        if !keys.contains(&entry) {
+            keys.push(entry);
+        }
+        Ok(())
     }
 }
 
@@ -265,11 +243,11 @@ pub fn patched(object: &Value, answer: &Answer) -> Value {
     out
 }
 
-/// `--peer` values in a container's args.
-pub fn peer_args(container: &Value) -> Vec<String> {
+/// The value after `flag` in a container's args.
+pub fn flag_value(container: &Value, flag: &str) -> Option<String> {
     let args: Vec<&str> = container["args"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    args.windows(2).filter(|w| w[0] == "--peer").map(|w| w[1].to_owned()).collect()
+    args.windows(2).find(|w| w[0] == flag).map(|w| w[1].to_owned())
 }

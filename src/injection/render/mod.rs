@@ -17,26 +17,43 @@ use serde_json::Value;
 
 pub use status::{InjectionStatus, strip_previous};
 
-/// The emptyDir shared by the supervisor and the sidecar in watch-file mode.
+/// The emptyDir shared by the supervisor (its `--peer-watch-file`) and the sidecar (which writes it).
 pub const PEERS_VOLUME: &str = "habitat-bootstrap-peers";
 pub const PEERS_DIR: &str = "/habitat-bootstrap";
 pub const PEERS_FILE: &str = "/habitat-bootstrap/peers";
+/// The emptyDir that keeps the Supervisor's `/hab/sup` across container restarts when no volume of
+/// the user's does (then a restart in place rejoins under the same member id).
+pub const STATE_VOLUME: &str = "habitat-supervisor-state";
+pub const STATE_DIR: &str = "/hab/sup";
 
 /// Everything to add to one pod.
 #[derive(Debug, Clone)]
 pub struct InjectionPlan {
     /// Name of the supervisor container.
     pub supervisor: String,
-    /// `--peer` values the supervisor's args must end with.
-    pub peer_args: Vec<String>,
-    /// Watch-file mode: `--peer-watch-file` and the volume shared with the sidecar.
+    /// `--peer-watch-file` on the supervisor (false when the user passes peers themselves).
     pub peer_watch_file: bool,
     pub env: Vec<EnvVar>,
+    /// Volumes we add, each with its mount in the supervisor container.
+    pub volumes: Vec<(Volume, VolumeMount)>,
+    /// The Secret named by the ring key variable in `env`, for the record.
+    pub ring_key_secret: Option<String>,
     pub sidecar: Option<Container>,
 }
 
-pub fn peers_volume_mount() -> VolumeMount {
-    VolumeMount { name: PEERS_VOLUME.to_owned(), mount_path: PEERS_DIR.to_owned(), ..Default::default() }
+pub fn peers_volume() -> (Volume, VolumeMount) {
+    empty_dir(PEERS_VOLUME, PEERS_DIR)
+}
+
+pub fn state_volume() -> (Volume, VolumeMount) {
+    empty_dir(STATE_VOLUME, STATE_DIR)
+}
+
+fn empty_dir(name: &str, mount_path: &str) -> (Volume, VolumeMount) {
+    let volume = Volume { name: name.to_owned(), empty_dir: Some(Default::default()), ..Default::default() };
+    let mount =
+        VolumeMount { name: name.to_owned(), mount_path: mount_path.to_owned(), ..Default::default() };
+    (volume, mount)
 }
 
 /// Applies `plan` to `pod`, reconciling with what the pod's status record says we injected before,
@@ -47,14 +64,14 @@ pub fn apply(pod: &mut Pod, plan: InjectionPlan) -> InjectionStatus {
     let mut status = InjectionStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         supervisor: plan.supervisor.clone(),
-        peers: plan.peer_args.clone(),
         peer_watch_file: plan.peer_watch_file.then(|| PEERS_FILE.to_owned()),
-        volume: plan.peer_watch_file.then(|| PEERS_VOLUME.to_owned()),
+        volumes: plan.volumes.iter().map(|(v, _)| v.name.clone()).collect(),
+        ring_key_secret: plan.ring_key_secret.clone(),
         sidecar: plan.sidecar.as_ref().map(|c| c.name.clone()),
         ..Default::default()
     };
-    let ours_before =
-        |name: &str| previous.supervisor == plan.supervisor && previous.env.iter().any(|e| e == name);
+    let same_supervisor = previous.supervisor == plan.supervisor;
+    let ours_before = |name: &str| same_supervisor && previous.env.iter().any(|e| e == name);
 
     if let Some(sup) = spec.containers.iter_mut().find(|c| c.name == plan.supervisor) {
         reconcile_args(sup, &previous, &status);
@@ -74,20 +91,14 @@ pub fn apply(pod: &mut Pod, plan: InjectionPlan) -> InjectionStatus {
         }
         env.retain(|e| !ours_before(&e.name) || status.env.contains(&e.name));
         let mounts = sup.volume_mounts.get_or_insert_default();
-        reconcile_named(
-            mounts,
-            |m| &m.name,
-            previous.volume.as_deref(),
-            status.volume.as_ref().map(|_| peers_volume_mount()),
-        );
+        let mounts_before = if same_supervisor { previous.volumes.as_slice() } else { &[] };
+        reconcile_set(mounts, |m| &m.name, mounts_before, plan.volumes.iter().map(|(_, m)| m.clone()));
         tidy(&mut sup.env);
         tidy(&mut sup.volume_mounts);
     }
 
-    let volume =
-        Volume { name: PEERS_VOLUME.to_owned(), empty_dir: Some(Default::default()), ..Default::default() };
     let volumes = spec.volumes.get_or_insert_default();
-    reconcile_named(volumes, |v| &v.name, previous.volume.as_deref(), status.volume.as_ref().map(|_| volume));
+    reconcile_set(volumes, |v| &v.name, &previous.volumes, plan.volumes.into_iter().map(|(v, _)| v));
     tidy(&mut spec.volumes);
     reconcile_sidecar(spec, previous.sidecar.as_deref(), plan.sidecar);
     if status != previous {
@@ -96,14 +107,29 @@ pub fn apply(pod: &mut Pod, plan: InjectionPlan) -> InjectionStatus {
     status
 }
 
-/// Ends the supervisor's args with our `--peer` (or `--peer-watch-file`) values, unless they are
+/// [`reconcile_named`] for a set of items: each wanted one is kept, replaced or added; each we
+/// added before and no longer want is removed.
+fn reconcile_set<T: Serialize>(
+    items: &mut Vec<T>,
+    name: impl Fn(&T) -> &String,
+    previous: &[String],
+    wanted: impl IntoIterator<Item = T>,
+) {
+    let mut kept = Vec::new();
+    for item in wanted {
+        let item_name = name(&item).clone();
+        let before = previous.iter().find(|p| **p == item_name).map(String::as_str);
+        reconcile_named(items, &name, before, Some(item));
+        kept.push(item_name);
+    }
+    items.retain(|i| !previous.contains(name(i)) || kept.contains(name(i)));
+}
+
+/// Ends the supervisor's args with our `--peer-watch-file`, unless they are
 /// already there as we left them.
 fn reconcile_args(sup: &mut Container, previous: &InjectionStatus, now: &InjectionStatus) {
     let tail = |s: &InjectionStatus| -> Vec<String> {
-        let peers = s.peers.iter().flat_map(|p| ["--peer".to_owned(), p.clone()]);
-        peers
-            .chain(s.peer_watch_file.iter().flat_map(|f| ["--peer-watch-file".to_owned(), f.clone()]))
-            .collect()
+        s.peer_watch_file.iter().flat_map(|f| ["--peer-watch-file".to_owned(), f.clone()]).collect()
     };
     let (old, new) = (tail(previous), tail(now));
     let args = sup.args.get_or_insert_default();
@@ -119,7 +145,6 @@ fn reconcile_args(sup: &mut Container, previous: &InjectionStatus, now: &Injecti
 
 fn strip_previous_args(args: &mut Vec<String>, previous: &InjectionStatus) {
     let mut container = Container { args: Some(std::mem::take(args)), ..Default::default() };
-    status::remove_flag_values(&mut container, "--peer", &previous.peers);
     if let Some(path) = &previous.peer_watch_file {
         status::remove_flag_values(&mut container, "--peer-watch-file", std::slice::from_ref(path));
     }

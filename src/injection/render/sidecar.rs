@@ -26,7 +26,35 @@ pub struct SidecarInputs {
     /// The supervisor's gateway token variable, copied under our name.
     pub gateway_token: Option<EnvVar>,
     pub service_account_mount: Option<VolumeMount>,
+    /// None when the user passes peers themselves.
     pub watch_file: Option<WatchFileInputs>,
+    /// False: the sidecar keeps the peer file and departs ghosts, but labels nothing.
+    pub role_label: bool,
+    /// None when the Supervisor's state cannot be shared (the sidecar then neither forgets saved
+    /// members nor departs its predecessor itself).
+    pub state: Option<StateInputs>,
+}
+
+/// The Supervisor's `/hab/sup`, shared with the sidecar: it forgets the saved members there at pod
+/// start and reads the control gateway's secret to depart this pod's dead predecessor.
+#[derive(Debug, Clone)]
+pub struct StateInputs {
+    pub mount: VolumeMount,
+    /// The Supervisor's `/hab/sup/default` as the sidecar sees it.
+    pub dir: String,
+    pub ctl_port: u16,
+    /// The Supervisor's files are its user's: the sidecar runs as that user to read and rewrite them.
+    pub run_as: RunAs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAs {
+    /// The Supervisor runs as root (Habitat's default): so does the sidecar, with no capabilities.
+    Root,
+    /// The Supervisor's numeric user and group.
+    User { uid: i64, gid: Option<i64> },
+    /// Not known (the Supervisor image's non-root user): the sidecar image's user.
+    Image,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +93,18 @@ pub fn sidecar_container(settings: &InjectionSettings, inputs: &SidecarInputs) -
         ]);
         mounts.push(w.mount.clone());
     }
+    if let Some(state) = &inputs.state {
+        args.extend([
+            "--sup-state-dir".to_owned(),
+            state.dir.clone(),
+            "--ctl-gateway".to_owned(),
+            format!("127.0.0.1:{}", state.ctl_port),
+        ]);
+        mounts.push(state.mount.clone());
+    }
+    if !inputs.role_label {
+        args.push("--no-role-label".to_owned());
+    }
     let mut env = vec![downward(POD_NAME, "metadata.name"), downward(POD_NAMESPACE, "metadata.namespace")];
     env.extend(
         inputs.gateway_token.iter().map(|t| EnvVar { name: GATEWAY_TOKEN_ENV.to_owned(), ..t.clone() }),
@@ -97,39 +137,49 @@ pub fn sidecar_container(settings: &InjectionSettings, inputs: &SidecarInputs) -
             failure_threshold: Some(3),
             ..Default::default()
         }),
-        // In watch-file mode the supervisor should start with its peer file written: a native
-        // sidecar's startupProbe holds the containers after it until /readyz (first sync) passes.
-        startup_probe: inputs.watch_file.as_ref().filter(|_| settings.native_sidecar).map(|_| Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/readyz".to_owned()),
-                port: IntOrString::Int(settings.sidecar_metrics_port.into()),
+        // The supervisor should start after the sidecar wrote its peer file and forgot the saved
+        // members: a native sidecar's startupProbe holds the containers after it until /readyz.
+        startup_probe: (settings.native_sidecar && (inputs.watch_file.is_some() || inputs.state.is_some()))
+            .then(|| Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/readyz".to_owned()),
+                    port: IntOrString::Int(settings.sidecar_metrics_port.into()),
+                    ..Default::default()
+                }),
+                period_seconds: Some(1),
+                failure_threshold: Some(60),
                 ..Default::default()
             }),
-            period_seconds: Some(1),
-            failure_threshold: Some(60),
-            ..Default::default()
-        }),
         resources: Some(ResourceRequirements {
             requests: Some(quantities(&settings.sidecar_cpu_request, &settings.sidecar_memory_request)),
             limits: Some(quantities(&settings.sidecar_cpu_limit, &settings.sidecar_memory_limit)),
             ..Default::default()
         }),
-        // The "restricted" Pod Security profile, with no UID: the image's numeric non-root USER
-        // applies, and platforms that assign UIDs (OpenShift) can.
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Default::default() }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(security_context(inputs.state.as_ref().map_or(RunAs::Image, |s| s.run_as))),
         restart_policy: settings.native_sidecar.then(|| "Always".to_owned()),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The "restricted" Pod Security profile. With no UID the image's numeric non-root USER applies,
+/// and platforms that assign UIDs (OpenShift) can; sharing the Supervisor's files means being its
+/// user, root included (Habitat's default) — still with no capability and no escalation.
+fn security_context(run_as: RunAs) -> SecurityContext {
+    let (run_as_user, run_as_group, run_as_non_root) = match run_as {
+        RunAs::Image => (None, None, true),
+        RunAs::Root => (Some(0), Some(0), false),
+        RunAs::User { uid, gid } => (Some(uid), gid, uid != 0),
+    };
+    SecurityContext {
+        run_as_user,
+        run_as_group,
+        run_as_non_root: Some(run_as_non_root),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Default::default() }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), ..Default::default() }),
         ..Default::default()
     }
 }

@@ -14,10 +14,7 @@ pub struct InjectionStatus {
     pub version: String,
     /// The container given peers and env.
     pub supervisor: String,
-    /// `--peer` values we appended to the supervisor's args (empty when none were).
-    #[serde(default)]
-    pub peers: Vec<String>,
-    /// `--peer-watch-file` path we appended, in watch-file mode.
+    /// `--peer-watch-file` path we appended (none when the user passes peers themselves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_watch_file: Option<String>,
     /// Environment variables we added to the supervisor (not those the user had set).
@@ -26,9 +23,13 @@ pub struct InjectionStatus {
     /// The role sidecar container, when injected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<String>,
-    /// Volume we added (watch-file mode).
+    /// Volumes we added and mounted in the supervisor: the peer file's, and `/hab/sup`'s when no
+    /// volume of the user's keeps it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The Secret the ring key comes from, when we gave the Supervisor one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume: Option<String>,
+    pub ring_key_secret: Option<String>,
 }
 
 impl InjectionStatus {
@@ -57,17 +58,14 @@ pub fn strip_previous(pod: &mut Pod) {
     }
     let Some(spec) = pod.spec.as_mut() else { return };
     if let Some(sup) = spec.containers.iter_mut().find(|c| c.name == previous.supervisor) {
-        remove_flag_values(sup, "--peer", &previous.peers);
         if let Some(path) = &previous.peer_watch_file {
             remove_flag_values(sup, "--peer-watch-file", std::slice::from_ref(path));
         }
         if let Some(env) = sup.env.as_mut() {
             env.retain(|e| !previous.env.contains(&e.name));
         }
-        if let Some(volume) = &previous.volume
-            && let Some(mounts) = sup.volume_mounts.as_mut()
-        {
-            mounts.retain(|m| &m.name != volume);
+        if let Some(mounts) = sup.volume_mounts.as_mut() {
+            mounts.retain(|m| !previous.volumes.contains(&m.name));
         }
     }
     if let Some(sidecar) = &previous.sidecar {
@@ -76,8 +74,8 @@ pub fn strip_previous(pod: &mut Pod) {
             init.retain(|c| &c.name != sidecar);
         }
     }
-    if let (Some(volume), Some(volumes)) = (&previous.volume, spec.volumes.as_mut()) {
-        volumes.retain(|v| &v.name != volume);
+    if let Some(volumes) = spec.volumes.as_mut() {
+        volumes.retain(|v| !previous.volumes.contains(&v.name));
     }
 }
 
