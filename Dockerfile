@@ -7,7 +7,7 @@
 # The build stage runs `cargo build --release --locked` for the musl target of the build machine
 # (x86_64 or aarch64: build each platform natively or under emulation). scripts/image.sh runs the
 # same cargo command without Docker and assembles the same image with umoci.
-ARG RUST_VERSION=1.95
+ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 RUN apt-get update \

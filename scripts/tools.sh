@@ -2,14 +2,18 @@
 # tools.sh: developer tools built from the Go module proxy (no release downloads), cached under
 # ~/.cache/hab-bootstrap/tools/<tool>-<version>/. Prints the tool's path on stdout; progress on stderr.
 #
-#   scripts/tools.sh helm      build helm once (~3-6 min cold on 2 cores), then print its path (instant)
+#   scripts/tools.sh helm         build helm once (~3-6 min cold on 2 cores), then print its path (instant)
+#   scripts/tools.sh cargo-deny   `cargo install --locked cargo-deny` once into ~/.cargo/bin, then
+#                                 print its path (the build is long on 2 cores: see CONTRIBUTING.md)
 #
-# Knobs: HAB_HELM_VERSION [v3.22.0], HAB_TOOLS_CACHE [~/.cache/hab-bootstrap/tools].
+# Knobs: HAB_HELM_VERSION [v3.22.0], HAB_CARGO_DENY_VERSION [0.20.2],
+# HAB_TOOLS_CACHE [~/.cache/hab-bootstrap/tools].
 #
 #   helm=$(scripts/tools.sh helm) && "$helm" version
 set -euo pipefail
 
 HELM_VERSION=${HAB_HELM_VERSION:-v3.22.0}
+CARGO_DENY_VERSION=${HAB_CARGO_DENY_VERSION:-0.20.2}
 CACHE_ROOT=${HAB_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hab-bootstrap/tools}
 
 log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -70,8 +74,22 @@ helm_path() {
   printf '%s\n' "$dir/helm"
 }
 
+cargo_deny_path() {
+  local bin="${CARGO_HOME:-$HOME/.cargo}/bin/cargo-deny"
+  if [[ -x $bin ]] && "$bin" --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION\$"; then
+    printf '%s\n' "$bin"
+    return 0
+  fi
+  local t0=$SECONDS
+  log "installing cargo-deny $CARGO_DENY_VERSION (cargo install --locked, once)"
+  cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" >&2
+  log "cargo-deny $CARGO_DENY_VERSION installed in $((SECONDS - t0)) s"
+  printf '%s\n' "$bin"
+}
+
 case ${1:-} in
 helm) helm_path ;;
+cargo-deny) cargo_deny_path ;;
 *)
   sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
   exit 2
