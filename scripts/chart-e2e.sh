@@ -140,7 +140,8 @@ can yes $W list statefulsets.apps -A
 can yes $W watch statefulsets.apps -A
 can yes $W get statefulsets.apps -n default
 can yes $W watch services -A
-can yes $W list pods -n default
+can no $W list pods -n default
+can yes $W create secrets -n default
 can yes $W create events.events.k8s.io -n default
 can yes $W patch events.events.k8s.io -n default
 can yes $W create subjectaccessreviews.authorization.k8s.io
@@ -167,7 +168,9 @@ kubectl -n sa-proof create rolebinding hab-bootstrap-sidecar --clusterrole=hab-b
 can_s() { local want=$1; shift; can_as "$want" "system:serviceaccount:sa-proof:$S" "$@"; }
 can_s yes patch pods -n sa-proof
 can_s yes watch pods -n sa-proof
+can_s yes create events.events.k8s.io -n sa-proof
 can_s no get pods -n sa-proof
+can_s no get secrets -n sa-proof
 can_s no patch pods -n default
 can_s no delete pods -n sa-proof
 ok "webhook, certificate keeper and (bound per namespace) role sidecar: $CHECKS checks"
@@ -238,13 +241,15 @@ until_ok 30 labelled || fail "the configuration never took effect"
 kubectl -n sa-proof apply --server-side -f "$WORK/sts.yaml" >/dev/null
 until_ok 60 kubectl -n sa-proof get pod redis-1 || fail "pod redis-1 never created"
 args=$(kubectl -n sa-proof get pod redis-1 -o jsonpath='{.spec.containers[?(@.name=="redis")].args}')
-[[ $args == *--peer* ]] || fail "redis-1 has no --peer: $args"
+[[ $args == *--peer-watch-file* ]] || fail "redis-1 has no --peer-watch-file: $args"
+key=$(kubectl -n sa-proof get secret redis-habitat-ring -o jsonpath='{.data.ring-key}' | base64 -d | head -1)
+[[ $key == SYM-SEC-1 ]] || fail "the webhook, as its ServiceAccount, created no ring key Secret"
 status=$(kubectl -n sa-proof get pod redis-1 -o jsonpath='{.metadata.annotations.habitat/bootstrap-status}')
 [[ -n $status ]] || fail "redis-1 has no status annotation"
 until_ok 30 bash -c "kubectl -n sa-proof get events.events.k8s.io -o jsonpath='{.items[*].reportingController}' | grep -q hab-bootstrap" ||
   fail "no Event recorded by hab-bootstrap"
 if grep -i 'forbidden' "$WORK/webhook.log" >&2; then fail "the webhook was refused something"; fi
-ok "redis-1 injected ($args); Events recorded; nothing forbidden in the webhook's log"
+ok "redis-1 injected ($args); its ring key Secret created; Events recorded; nothing forbidden in the webhook's log"
 kill -TERM "${PIDS[-1]}" && wait "${PIDS[-1]}" || true
 unset 'PIDS[-1]'
 kubectl delete mutatingwebhookconfiguration hab-bootstrap-sa-proof >/dev/null
