@@ -7,16 +7,16 @@
 //!
 //! Figures and how they were taken: BENCHMARKS.md.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/support/cluster.rs"]
 mod support;
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hab_bootstrap::admission::{Admission, NoEvents};
-use hab_bootstrap::decision::{self, Decision, Facts};
-use hab_bootstrap::review::Request;
-use hab_bootstrap::settings::InjectionSettings;
+use hab_bootstrap::injection::decision::{self, Decision, Facts};
+use hab_bootstrap::injection::settings::InjectionSettings;
+use hab_bootstrap::webhook::admission::{Admission, NoEvents};
+use hab_bootstrap::webhook::review::Request;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use support::{MemoryCluster, headless_service, sibling, statefulset};
@@ -93,7 +93,9 @@ fn review_pod(c: &mut Criterion) {
 fn facts_of(cluster: &MemoryCluster) -> Facts {
     Facts {
         statefulset: cluster.statefulsets[0].clone(),
-        service: hab_bootstrap::decision::ServiceFact::Found(Box::new(cluster.services[0].clone())),
+        service: hab_bootstrap::injection::decision::ServiceFact::Found(Box::new(
+            cluster.services[0].clone(),
+        )),
         siblings: cluster.pods.clone(),
         sidecar_can_label: None,
     }

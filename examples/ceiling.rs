@@ -14,9 +14,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hab_bootstrap::server::routes::{MAX_BODY_BYTES, POD_PATH};
-use hab_bootstrap::server::serve_tls;
-use hab_bootstrap::server::tls::CertReloader;
+use hab_bootstrap::webhook::server::routes::{MAX_BODY_BYTES, POD_PATH};
+use hab_bootstrap::webhook::server::serve_tls;
+use hab_bootstrap::webhook::server::tls::CertReloader;
 use serde_json::Value;
 
 async fn allow(body: Bytes) -> Response {

@@ -3,17 +3,17 @@
 //! stable Rust.
 #![allow(dead_code)]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/support/cluster.rs"]
 pub mod support;
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use base64::Engine;
-use hab_bootstrap::admission::{Admission, NoEvents};
-use hab_bootstrap::census::{Census, decide_role};
-use hab_bootstrap::inject_cmd::render;
-use hab_bootstrap::settings::InjectionSettings;
+use hab_bootstrap::commands::inject::render;
+use hab_bootstrap::injection::settings::InjectionSettings;
+use hab_bootstrap::sidecar::census::{Census, decide_role};
+use hab_bootstrap::webhook::admission::{Admission, NoEvents};
 use serde_json::Value;
 use support::{MemoryCluster, headless_service, sibling, statefulset};
 

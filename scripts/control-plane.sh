@@ -37,7 +37,7 @@
 # `start` itself stops whatever it started if any step fails (and on INT/TERM), then exits non-zero
 # with the tail of the failing log. `run` does the trap for you:
 #
-#   scripts/control-plane.sh run -- cargo test --test e2e
+#   scripts/control-plane.sh run -- cargo test --test e2e -- --ignored
 #
 # Pods are scheduled by a real kube-scheduler onto the fake node "kwok-node-0" (managed by kwok),
 # so pod templates need no nodeName. kwok gives pods an IP and marks them Running/Ready.

@@ -1,8 +1,11 @@
-//! The one binary's subcommands. Each subcommand's arguments live next to the code that uses them.
+//! The one binary's subcommands and their dispatch; each lives in [`crate::commands`], with its
+//! arguments next to the code that uses them.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::commands;
 
 #[derive(Debug, Parser)]
 #[command(name = "hab-bootstrap", version, about)]
@@ -14,24 +17,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook server.
-    Webhook(Box<crate::webhook_cmd::WebhookArgs>),
+    Webhook(Box<commands::webhook::WebhookArgs>),
     /// Print the pod the StatefulSet controller would create for an ordinal, after injection.
-    Inject(Box<crate::inject_cmd::InjectArgs>),
+    Inject(Box<commands::inject::InjectArgs>),
     /// Create certificates for the webhook.
-    Certs(crate::certs::CertsArgs),
+    Certs(commands::certs::CertsArgs),
     /// Run the role sidecar: label this pod leader/follower from the local Supervisor's census.
-    Sidecar(crate::sidecar::SidecarArgs),
+    Sidecar(commands::sidecar::SidecarArgs),
     /// Read a Supervisor census once and print the role the sidecar would apply.
-    Role(crate::census::RoleArgs),
+    Role(commands::role::RoleArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Inject(args) => crate::inject_cmd::run(*args),
-        Command::Certs(args) => crate::certs::run(args),
-        Command::Webhook(args) => runtime().block_on(crate::webhook_cmd::run(*args)),
-        Command::Sidecar(args) => runtime().block_on(crate::sidecar::run(args)),
-        Command::Role(args) => runtime().block_on(crate::census::run_role_command(args)),
+        Command::Webhook(args) => commands::webhook::run(*args),
+        Command::Inject(args) => commands::inject::run(*args),
+        Command::Certs(args) => commands::certs::run(args),
+        Command::Sidecar(args) => commands::sidecar::run(args),
+        Command::Role(args) => commands::role::run(args),
     };
     match result {
         Ok(code) => code,
@@ -40,8 +43,4 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("building the tokio runtime")
 }

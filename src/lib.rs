@@ -1,30 +1,22 @@
 //! hab-bootstrap: a mutating admission webhook that gives every pod of an opted-in StatefulSet the
 //! `--peer` arguments, identity environment and role sidecar a Habitat Supervisor ring needs.
 //!
-//! Pure decision code (`peers`, `supervisor`, `pod_identity`, `injection`, `decision`, `census`)
-//! is kept apart from I/O (`server`, `cluster`, `sidecar`).
+//! The tree is the map; dependencies point down this list, never up.
 
-pub mod admission;
-pub mod annotations;
-pub mod census;
+/// The webhook's certificates: issue, inspect, plan and keep them in a Secret.
 pub mod certs;
+/// The one binary's subcommands and their dispatch.
 pub mod cli;
-pub mod cluster;
-pub mod decision;
-pub mod duration;
-pub mod inject_cmd;
+/// One file per subcommand: its arguments and its `run`.
+pub mod commands;
+/// The pure core: which pods are ours and what to inject, from plain data (no I/O, no tokio).
 pub mod injection;
-pub mod metrics;
-pub mod peers;
-pub mod pod_identity;
-pub mod process;
-pub mod review;
-pub mod server;
-pub mod settings;
+/// Plumbing shared by the webhook and the sidecar: admin server, signals, logging, runtime.
+pub mod runtime;
+/// The role sidecar: census model and client, role loop, peer watch file.
 pub mod sidecar;
-pub mod supervisor;
-pub mod template_label;
-pub mod webhook_cmd;
+/// The admission webhook's edge: AdmissionReviews, the admission flow, caches, HTTPS server.
+pub mod webhook;
 
 /// rustls needs exactly one process-wide crypto provider; kube, tokio-rustls and rcgen are all built
 /// with `ring` only, and we install it before anything builds a TLS config.

@@ -3,7 +3,7 @@
 
 mod support;
 
-use hab_bootstrap::admission::EventType;
+use hab_bootstrap::webhook::admission::EventType;
 use serde_json::{Value, json};
 use support::*;
 

@@ -1,6 +1,6 @@
 //! `decide_role` over the real Supervisor captures, the group fallback, and malformed bodies.
 
-use hab_bootstrap::census::{Census, Role, RoleDecision, UnknownReason, decide_role};
+use hab_bootstrap::sidecar::census::{Census, Role, RoleDecision, UnknownReason, decide_role};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -221,7 +221,7 @@ proptest! {
             let group = &census.census_groups[&name];
             prop_assert_eq!(
                 group.election_status,
-                hab_bootstrap::census::ElectionStatus::ElectionFinished
+                hab_bootstrap::sidecar::census::ElectionStatus::ElectionFinished
             );
             let is_leader = group.leader_id.as_deref() == Some(census.local_member_id.as_str());
             match role {

@@ -1,10 +1,10 @@
 //! `hab-bootstrap role` end to end: the built binary against a stand-in Supervisor.
 
-mod sidecar_support;
+mod support;
 
 use std::process::Output;
 
-use sidecar_support::{Reply, StandInSupervisor};
+use support::supervisor::{Reply, StandInSupervisor};
 
 const GROUP: &str = "roletest.prod";
 

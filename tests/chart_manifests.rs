@@ -15,7 +15,7 @@ const NOT_IN_CHART: &[&str] = &["HABITAT_BOOTSTRAP_CERT_RELOAD_INTERVAL"];
 #[derive(Parser)]
 struct Webhook {
     #[command(flatten)]
-    args: hab_bootstrap::webhook_cmd::WebhookArgs,
+    args: hab_bootstrap::commands::webhook::WebhookArgs,
 }
 
 fn deployments(file: &str) -> Vec<Deployment> {
@@ -61,8 +61,8 @@ fn the_certificate_keeper_arguments_parse() {
     let cli = hab_bootstrap::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(
         cli.command,
-        hab_bootstrap::cli::Command::Certs(hab_bootstrap::certs::CertsArgs {
-            command: hab_bootstrap::certs::CertsCommand::Watch(_)
+        hab_bootstrap::cli::Command::Certs(hab_bootstrap::commands::certs::CertsArgs {
+            command: hab_bootstrap::commands::certs::CertsCommand::Watch(_)
         })
     ));
     let env: Vec<_> = container.env.iter().flatten().map(|e| e.name.as_str()).collect();

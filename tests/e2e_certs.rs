@@ -11,12 +11,7 @@
 //! `certs-e2e=true`, so it never sees the pods of the other end-to-end tests (whose webhook may be
 //! stopped on purpose), and theirs never sees ours.
 
-#[allow(dead_code)]
-#[path = "e2e/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "e2e/objects.rs"]
-mod objects;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +26,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::harness;
 
 const SERVICE: &str = "hab-bootstrap";
 const SECRET: &str = "webhook-tls";
@@ -253,6 +249,7 @@ async fn cleanup(client: &Client, config: &str, ns: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a control plane: run scripts/test"]
 async fn ensure_creates_rotates_and_retires_without_failing_one_pod() {
     if !harness::enabled() {
         return;
@@ -381,6 +378,7 @@ async fn ensure_creates_rotates_and_retires_without_failing_one_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a control plane: run scripts/test"]
 async fn ensure_refuses_what_it_does_not_own_and_races_safely() {
     if !harness::enabled() {
         return;

@@ -7,9 +7,7 @@
 //! `figures` (ignored; `scripts/sidecar-figures.sh`) measures the numbers of the closing note of
 //! issue 4 and prints them; it asserts none of them.
 
-#[path = "common/control_plane.rs"]
-mod control_plane;
-mod sidecar_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -27,7 +25,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
-use sidecar_support::{Reply, StandInSupervisor};
+use support::supervisor::{Reply, StandInSupervisor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The stand-in's fixtures are of service group `roletest.prod`.
@@ -372,8 +370,9 @@ const NS_OTHER: &str = "sidecar-e2e-other";
 const NS_RING: &str = "sidecar-e2e-ring";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a control plane: run scripts/test"]
 async fn e2e_sidecar() {
-    if !control_plane::enabled() {
+    if !support::control_plane::enabled() {
         return;
     }
     let started = Instant::now();
@@ -894,7 +893,7 @@ async fn figures() {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
 
-    if !control_plane::enabled() {
+    if !support::control_plane::enabled() {
         return;
     }
     let steady_secs = env_number("HAB_SIDECAR_FIGURES_STEADY_SECS", 600);

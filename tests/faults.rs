@@ -23,35 +23,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hab_bootstrap::certs::{CertificateAuthority, ServingCert};
-use hab_bootstrap::server::routes::router;
-use hab_bootstrap::server::serve_tls;
-use hab_bootstrap::server::tls::CertReloader;
+use hab_bootstrap::webhook::server::routes::router;
+use hab_bootstrap::webhook::server::serve_tls;
+use hab_bootstrap::webhook::server::tls::CertReloader;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
+use support::tls_client::{HttpsClient, client, tls_client_config};
 use support::*;
 use tokio::net::TcpListener;
-
-type HttpsClient =
-    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
-
-fn tls_config(ca_pem: &str) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
-}
-
-fn client(ca_pem: &str, http2: bool) -> HttpsClient {
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(ca_pem)).https_only();
-    let connector = if http2 { builder.enable_http2().build() } else { builder.enable_http1().build() };
-    Client::builder(TokioExecutor::new()).http2_only(http2).build(connector)
-}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {
@@ -99,7 +81,7 @@ fn write_pair(dir: &Path, cert: &ServingCert) {
 
 /// The certificate a new TLS connection to `addr` is given.
 async fn served_certificate(ca_pem: &str, addr: SocketAddr) -> Vec<u8> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca_pem)));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(ca_pem, &[])));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
@@ -214,9 +196,7 @@ fn control_plane() -> Option<PathBuf> {
     dir.map(PathBuf::from)
 }
 
-#[path = "common/webhook_process.rs"]
-mod webhook_process;
-use webhook_process::{free_port, webhook_command};
+use support::webhook_process::{free_port, webhook_command};
 
 /// A `hab-bootstrap webhook` process with its own certificate.
 struct Webhook {
@@ -428,6 +408,7 @@ async fn collect(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a control plane: run scripts/test"]
 async fn faults_on_a_real_control_plane() {
     let Some(state_dir) = control_plane() else { return };
     let kube = kube::Client::try_default().await.unwrap();

@@ -7,6 +7,9 @@
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
+// The fuzz checks bring their own copy of support/cluster.rs; this one is for the TLS client.
+#[allow(clippy::duplicate_mod)]
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,16 +17,14 @@ use std::time::Duration;
 
 use checks::support::*;
 use hab_bootstrap::certs::{CertificateAuthority, ServingCert};
-use hab_bootstrap::server::routes::{MAX_BODY_BYTES, router};
-use hab_bootstrap::server::serve_tls;
-use hab_bootstrap::server::tls::CertReloader;
+use hab_bootstrap::webhook::server::routes::{MAX_BODY_BYTES, router};
+use hab_bootstrap::webhook::server::serve_tls;
+use hab_bootstrap::webhook::server::tls::CertReloader;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
+use support::tls_client::{HttpsClient, client, tls_client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -73,27 +74,6 @@ async fn start() -> Server {
         Duration::from_secs(1),
     ));
     Server { addr, ca_pem: ca.cert_pem, stop: Some(stop), _dir: dir }
-}
-
-type HttpsClient =
-    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
-
-fn tls_client_config(ca_pem: &str, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
-}
-
-fn client(ca_pem: &str, http2: bool) -> HttpsClient {
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_client_config(ca_pem, &[]))
-        .https_only();
-    let connector = if http2 { builder.enable_http2().build() } else { builder.enable_http1().build() };
-    Client::builder(TokioExecutor::new()).http2_only(http2).build(connector)
 }
 
 async fn send(

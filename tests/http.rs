@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use hab_bootstrap::server::routes::{MAX_BODY_BYTES, router};
+use hab_bootstrap::webhook::server::routes::{MAX_BODY_BYTES, router};
 use http_body_util::BodyExt;
 use serde_json::json;
 use support::*;

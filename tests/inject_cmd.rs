@@ -2,8 +2,8 @@
 
 use std::process::Command;
 
-use hab_bootstrap::inject_cmd::render;
-use hab_bootstrap::settings::InjectionSettings;
+use hab_bootstrap::commands::inject::render;
+use hab_bootstrap::injection::settings::InjectionSettings;
 use serde_json::Value;
 
 const EXAMPLE: &str = include_str!("../examples/redis.yaml");

@@ -1,13 +1,13 @@
 //! `hab-bootstrap sidecar` as the webhook runs it: the built binary with the injected flags and
 //! downward-API environment, a stand-in Supervisor, and a fake API server through KUBECONFIG.
 
-mod sidecar_support;
+mod support;
 
 use std::time::Duration;
 
 use serde_json::json;
-use sidecar_support::fake_api::{FakeApiServer, pod};
-use sidecar_support::{Reply, StandInSupervisor};
+use support::fake_api::{FakeApiServer, pod};
+use support::supervisor::{Reply, StandInSupervisor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -2,21 +2,22 @@
 //! label patch the writer sends, and the peer watch file following a pod list and watch events.
 //! (The real API server and RBAC are exercised by the control-plane tests.)
 
-mod sidecar_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
-use hab_bootstrap::census::Role;
+use hab_bootstrap::runtime::admin::Health;
+use hab_bootstrap::sidecar::census::Role;
 use hab_bootstrap::sidecar::label::{KubeLabelWriter, LabelAction, LabelWriteError, LabelWriter};
-use hab_bootstrap::sidecar::metrics::{Health, Metrics, ResultLabels};
+use hab_bootstrap::sidecar::metrics::{Metrics, ResultLabels};
 use hab_bootstrap::sidecar::peer_file::PeerFile;
 use hab_bootstrap::sidecar::peer_set::PeerSelector;
 use hab_bootstrap::sidecar::pod_watch::PodWatch;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
-use sidecar_support::fake_api::{FakeApiServer, pod};
+use support::fake_api::{FakeApiServer, pod};
 use tokio::sync::oneshot;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,18 +1,19 @@
 //! The polling loop against a stand-in Supervisor, with a recording label writer in place of the
 //! API server: the label actions must follow the scripted census transitions exactly.
 
-mod sidecar_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hab_bootstrap::census::Role;
+use hab_bootstrap::runtime::admin::Health;
+use hab_bootstrap::sidecar::census::Role;
+use hab_bootstrap::sidecar::census_client::CensusClient;
 use hab_bootstrap::sidecar::label::{LabelAction, LabelWriteError, LabelWriter};
-use hab_bootstrap::sidecar::metrics::{Health, Metrics, WriteLabels};
+use hab_bootstrap::sidecar::metrics::{Metrics, WriteLabels};
 use hab_bootstrap::sidecar::role_loop::{RoleLoop, RoleLoopConfig};
-use hab_bootstrap::sidecar::supervisor::CensusClient;
-use sidecar_support::{Reply, StandInSupervisor};
+use support::supervisor::{Reply, StandInSupervisor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -203,7 +204,7 @@ async fn an_answer_slower_than_the_poll_timeout_is_unreachable() {
     let mut sidecar = start(&supervisor, Options::default());
     assert_eq!(sidecar.next_write().await, SET_LEADER);
 
-    supervisor.set(Reply::Slow(Duration::from_secs(5), sidecar_support::fixture("leader")));
+    supervisor.set(Reply::Slow(Duration::from_secs(5), support::supervisor::fixture("leader")));
     assert_eq!(sidecar.next_write().await, REMOVE);
     assert!(sidecar.metrics.census_poll_errors_of("timeout") > 0);
 

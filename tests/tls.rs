@@ -9,15 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hab_bootstrap::certs::{CertificateAuthority, ServingCert};
-use hab_bootstrap::server::routes::router;
-use hab_bootstrap::server::serve_tls;
-use hab_bootstrap::server::tls::CertReloader;
+use hab_bootstrap::webhook::server::routes::router;
+use hab_bootstrap::webhook::server::serve_tls;
+use hab_bootstrap::webhook::server::tls::CertReloader;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use support::tls_client::{HttpsClient, client};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -69,20 +66,6 @@ async fn start_with_delay(ca: &CertificateAuthority, list_delay: Duration) -> Se
         Duration::from_secs(5),
     ));
     Server { addr, certs, stop, task, _dir: dir }
-}
-
-type HttpsClient =
-    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
-
-fn client(ca_pem: &str, http2: bool) -> HttpsClient {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only();
-    let connector = if http2 { builder.enable_http2().build() } else { builder.enable_http1().build() };
-    Client::builder(TokioExecutor::new()).http2_only(http2).build(connector)
 }
 
 async fn post_review(client: &HttpsClient, addr: SocketAddr) -> Result<(hyper::Version, Answer), String> {

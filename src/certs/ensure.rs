@@ -29,8 +29,8 @@ use time::OffsetDateTime;
 use tracing::info;
 
 use super::authority::CertificateAuthority;
-use super::inspect::{self, Cert, show};
-use super::plan::{self, Policy, Serving, Stored};
+use super::inspect::{self, Cert};
+use super::plan::{self, Policy, Serving, Stored, show};
 
 /// The field manager that owns the caBundle fields, and the `managed-by` label of the Secret.
 pub const FIELD_MANAGER: &str = "hab-bootstrap-certs";

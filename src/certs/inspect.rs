@@ -5,7 +5,6 @@ use std::net::IpAddr;
 
 use anyhow::Context;
 use base64::Engine;
-use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::plan::{Names, Validity};
@@ -101,11 +100,6 @@ pub fn ders(pem: &[u8]) -> BTreeSet<Vec<u8>> {
         .filter(|b| b.label == "CERTIFICATE")
         .map(|b| b.contents)
         .collect()
-}
-
-/// RFC 3339, for messages.
-pub fn show(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
 
 use super::authority::BACKDATE;
-use super::inspect::show;
 
 /// At most this many CAs are trusted at once, however often rotation is forced.
 pub const MAX_TRUSTED: usize = 4;
@@ -142,6 +141,11 @@ pub fn plan(stored: &Stored, now: OffsetDateTime, policy: &Policy) -> Plan {
 /// The serving certificate's expiry: `valid_for` from now, but never past its CA's.
 pub fn serving_not_after(now: OffsetDateTime, policy: &Policy, ca: &Validity) -> OffsetDateTime {
     (now + policy.valid_for).min(ca.not_after)
+}
+
+/// RFC 3339, for messages.
+pub fn show(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 #[cfg(test)]

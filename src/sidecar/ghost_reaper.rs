@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::ctl_gateway::CtlGateway;
 use super::ghosts::predecessors;
 use super::metrics::Metrics;
-use crate::census::Census;
+use crate::sidecar::census::Census;
 
 /// A failed departure is tried again after this long (the Supervisor may still be starting).
 const RETRY_AFTER: Duration = Duration::from_secs(30);

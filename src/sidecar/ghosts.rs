@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::census::{Census, CensusGroup, CensusMember};
+use crate::sidecar::census::{Census, CensusGroup, CensusMember};
 
 /// Confirmed dead and not departed: counted in the quorum, never coming back by itself.
 fn is_dead(member: &CensusMember) -> bool {

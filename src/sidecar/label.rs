@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use crate::census::Role;
+use crate::sidecar::census::Role;
 
 pub const FIELD_MANAGER: &str = "hab-bootstrap-sidecar";
 

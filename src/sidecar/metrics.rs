@@ -1,23 +1,16 @@
-//! The sidecar's metrics and its admin endpoints (`/metrics`, `/livez`, `/readyz`).
+//! The sidecar's metrics, and what its admin endpoints (`/metrics`, `/livez`, `/readyz`) report.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::census::Role;
+use crate::runtime::admin::{Health, MetricsText};
+use crate::sidecar::census::Role;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabels {
@@ -145,95 +138,19 @@ impl Metrics {
     }
 }
 
-/// What `/livez` and `/readyz` report.
-#[derive(Debug)]
-pub struct Health {
-    last_beat: Mutex<Instant>,
-    stale_after: Duration,
-    ready: AtomicBool,
+/// The OpenMetrics text of every metric of the sidecar, for the admin server's `/metrics`.
+pub fn metrics_text(metrics: &Metrics) -> MetricsText {
+    let registry = Arc::new(metrics.registry());
+    Arc::new(move || {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
+    })
 }
 
-impl Health {
-    /// `ready` starts false only when something (the first peer file sync) must happen first.
-    pub fn new(stale_after: Duration, ready: bool) -> Self {
-        Self { last_beat: Mutex::new(Instant::now()), stale_after, ready: AtomicBool::new(ready) }
-    }
-
-    /// The role loop calls this every round.
-    pub fn beat(&self) {
-        *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-    }
-
-    pub fn is_live(&self) -> bool {
-        self.last_beat.lock().unwrap_or_else(|e| e.into_inner()).elapsed() < self.stale_after
-    }
-
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Clone)]
-struct AdminState {
-    registry: Arc<Registry>,
-    health: Arc<Health>,
-}
-
-pub fn admin_router(metrics: &Metrics, health: Arc<Health>) -> Router {
-    let state = AdminState { registry: Arc::new(metrics.registry()), health };
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
-
-async fn metrics_handler(State(state): State<AdminState>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            body,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-async fn livez(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.is_live() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "role loop stalled\n")
-    }
-}
-
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "peer watch file not written yet\n")
-    }
-}
-
-/// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
-}
-
-pub async fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|err| anyhow::anyhow!("listening on --metrics-listen {addr}: {err}"))
+/// The sidecar's health: live while the role loop beats, ready once the peer file is written
+/// (at once without one).
+pub fn health(stale_after: Duration, ready: bool) -> Health {
+    Health::new(stale_after, ready).with_messages("peer watch file not written yet\n", "role loop stalled\n")
 }
 
 #[cfg(test)]
@@ -266,18 +183,10 @@ mod tests {
         assert_eq!(metrics.census_poll_errors_of("timeout"), 1);
     }
 
-    #[test]
-    fn liveness_follows_the_heartbeat() {
-        let health = Health::new(Duration::from_millis(50), false);
-        assert!(health.is_live());
-        assert!(!health.is_ready());
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(!health.is_live());
-        health.beat();
-        assert!(health.is_live());
-        health.set_ready();
-        assert!(health.is_ready());
-    }
+    use axum::Router;
+    use axum::http::StatusCode;
+
+    use crate::runtime::admin;
 
     async fn get(router: &Router, path: &str) -> (StatusCode, String) {
         use tower::ServiceExt;
@@ -291,8 +200,8 @@ mod tests {
     #[tokio::test]
     async fn admin_endpoints_answer() {
         let metrics = Metrics::new();
-        let health = Arc::new(Health::new(Duration::from_secs(60), false));
-        let router = admin_router(&metrics, health.clone());
+        let health = Arc::new(health(Duration::from_secs(60), false));
+        let router = admin::router(health.clone(), metrics_text(&metrics));
         let (status, body) = get(&router, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("hab_bootstrap_sidecar_role{role=\"unknown\"} 1"), "{body}");

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Pod;
 
-pub const DEFAULT_GOSSIP_PORT: u16 = 9638;
+use crate::injection::pod_identity::statefulset_owner;
+use crate::injection::supervisor_args::DEFAULT_GOSSIP_PORT;
 
 /// Whose pods count as peers of this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +28,7 @@ impl PeerSelector {
         if meta.name.as_deref() == Some(self.own_pod.as_str()) || meta.deletion_timestamp.is_some() {
             return None;
         }
-        let owned_by_statefulset = meta.owner_references.iter().flatten().any(|owner| {
-            owner.controller == Some(true) && owner.kind == "StatefulSet" && owner.name == self.statefulset
-        });
+        let owned_by_statefulset = statefulset_owner(pod).is_some_and(|owner| owner.name == self.statefulset);
         if !owned_by_statefulset {
             return None;
         }

@@ -14,7 +14,8 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
-use crate::sidecar::metrics::{Health, Metrics, ResultLabels};
+use crate::runtime::admin::Health;
+use crate::sidecar::metrics::{Metrics, ResultLabels};
 use crate::sidecar::peer_file::PeerFile;
 use crate::sidecar::peer_set::{PeerSelector, peer_file_content};
 

@@ -7,11 +7,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
-use crate::census::{Census, Role, RoleDecision, decide_role};
+use crate::runtime::admin::Health;
+use crate::sidecar::census::{Census, Role, RoleDecision, decide_role};
+use crate::sidecar::census_client::CensusClient;
 use crate::sidecar::label::{LabelAction, LabelWriteError, LabelWriter};
-use crate::sidecar::metrics::{Health, KindLabels, Metrics, WriteLabels};
+use crate::sidecar::metrics::{KindLabels, Metrics, WriteLabels};
 use crate::sidecar::role_state::{Backoff, RoleTracker};
-use crate::sidecar::supervisor::CensusClient;
 
 #[derive(Debug, Clone)]
 pub struct RoleLoopConfig {

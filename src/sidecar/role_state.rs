@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::census::Role;
+use crate::sidecar::census::Role;
 use crate::sidecar::label::LabelAction;
 
 /// What this process believes the pod's label is.

@@ -27,12 +27,10 @@ mod scenarios;
 mod spec;
 mod world;
 
-#[allow(dead_code)]
-#[path = "../e2e/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../e2e/objects.rs"]
-mod objects;
+// A test crate in a folder finds the shared support module one level up.
+#[path = "../support/mod.rs"]
+mod support;
+use support::{harness, objects};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -119,7 +119,7 @@ pub fn find_supervisor(containers: &[Container], named: Option<&str>) -> Result<
             let names: Vec<_> = containers.iter().map(|c| c.name.as_str()).collect();
             format!(
                 "annotation {}={name:?} names no container of the pod (containers: {})",
-                crate::annotations::SUPERVISOR_CONTAINER,
+                crate::injection::annotations::SUPERVISOR_CONTAINER,
                 names.join(", ")
             )
         });

@@ -10,14 +10,16 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::admission::Admission;
-use crate::cluster::{KubeCluster, KubeEvents};
-use crate::duration::parse_duration;
-use crate::process::{self, LogFormat};
-use crate::server::admin::{self, Readiness};
-use crate::server::tls::CertReloader;
-use crate::server::{routes, serve_tls};
-use crate::settings::InjectionSettings;
+use crate::injection::settings::InjectionSettings;
+use crate::runtime::admin::{self, Health};
+use crate::runtime::duration::parse_duration;
+use crate::runtime::logging::{self, LogFormat};
+use crate::runtime::signals::termination_signal;
+use crate::runtime::{kube_client, tokio_runtime};
+use crate::webhook::admission::Admission;
+use crate::webhook::cluster::{KubeCluster, KubeEvents};
+use crate::webhook::server::tls::CertReloader;
+use crate::webhook::server::{routes, serve_tls};
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {
@@ -53,7 +55,11 @@ pub struct WebhookArgs {
     pub settings: InjectionSettings,
 }
 
-pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
+    tokio_runtime().block_on(serve(args))
+}
+
+async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let WebhookArgs {
         listen,
         admin_listen,
@@ -67,18 +73,18 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         pod_name,
         settings,
     } = args;
-    process::init_logging(log_format);
+    logging::init_logging(log_format);
 
     let certs = CertReloader::load(&tls_cert, &tls_key).context("loading the serving certificate")?;
     certs.spawn_polling(cert_reload_interval);
-    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
+    let client = kube_client().await?;
     let cluster = KubeCluster::start(client.clone(), live_read_timeout);
     let events = KubeEvents::new(client, pod_name);
     let admission = Arc::new(Admission { cluster, events, settings, metrics: Default::default() });
 
-    let readiness = Arc::new(Readiness::default());
+    let health = Arc::new(Health::default());
     let metrics_source = Arc::clone(&admission);
-    let admin_app = admin::router(Arc::clone(&readiness), Arc::new(move || metrics_source.metrics.encode()));
+    let admin_app = admin::router(Arc::clone(&health), Arc::new(move || Ok(metrics_source.metrics.encode())));
     let admin_listener = TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("binding the admin port {admin_listen}"))?;
@@ -88,15 +94,15 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_stop = wait_for(stop_rx.clone());
     let admin = tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin_app).with_graceful_shutdown(admin_stop).await {
+        if let Err(e) = admin::serve(admin_listener, admin_app, admin_stop).await {
             error!(error = %e, "admin server failed");
         }
     });
     let sync_source = Arc::clone(&admission);
-    let sync_readiness = Arc::clone(&readiness);
+    let sync_health = Arc::clone(&health);
     tokio::spawn(async move {
         sync_source.cluster.wait_synced().await;
-        sync_readiness.set_synced();
+        sync_health.set_ready();
         info!("caches synced: ready");
     });
 
@@ -104,17 +110,17 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let server =
         tokio::spawn(serve_tls(listener, certs.server_config(), app, wait_for(stop_rx), drain_timeout));
 
-    process::termination_signal().await;
-    readiness.set_terminating();
+    termination_signal().await;
+    health.set_terminating();
     info!(?shutdown_delay, "termination signal: reporting not ready, still serving");
     tokio::select! {
         () = tokio::time::sleep(shutdown_delay) => {}
-        () = process::termination_signal() => warn!("second signal: stopping now"),
+        () = termination_signal() => warn!("second signal: stopping now"),
     }
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = server => {}
-        () = process::termination_signal() => warn!("second signal: abandoning the drain"),
+        () = termination_signal() => warn!("second signal: abandoning the drain"),
     }
     let _ = admin.await;
     info!("stopped");

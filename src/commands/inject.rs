@@ -14,12 +14,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::annotations;
-use crate::decision::{self, Decision, Facts, ServiceFact};
-use crate::injection::sidecar::SERVICE_ACCOUNT_MOUNT;
-use crate::pod_identity::{POD_INDEX_LABEL, POD_NAME_LABEL};
-use crate::settings::InjectionSettings;
-use crate::template_label::{TemplateDecision, decide_template};
+use crate::injection::annotations;
+use crate::injection::decision::{self, Decision, Facts, ServiceFact};
+use crate::injection::pod_identity::{POD_INDEX_LABEL, POD_NAME_LABEL};
+use crate::injection::render::sidecar::SERVICE_ACCOUNT_MOUNT;
+use crate::injection::settings::InjectionSettings;
+use crate::injection::template_label::{TemplateDecision, decide_template};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {

@@ -1,19 +1,19 @@
 //! End-to-end scenarios against a real control plane (scripts/test starts it). One test runs them
 //! in order because they share one webhook process and its registration, and scenario 5 stops it.
 
-mod harness;
-mod objects;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use harness::*;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use support::harness::*;
+use support::objects;
 
 const ROLLOUT: Duration = Duration::from_secs(90);
 
@@ -111,6 +111,7 @@ async fn recreate(pods: &Api<Pod>, name: &str) -> Pod {
 }
 
 #[tokio::test]
+#[ignore = "needs a control plane: run scripts/test"]
 async fn e2e_scenarios() {
     if !enabled() {
         return;
@@ -391,7 +392,7 @@ mod other_webhook {
     use base64::Engine;
     use serde_json::{Value, json};
 
-    use super::harness::{Webhook, register as register_config};
+    use crate::support::harness::{Webhook, register as register_config};
 
     pub struct Other {
         pub port: u16,
@@ -435,7 +436,7 @@ mod other_webhook {
         let certs = ours.cert_reloader();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        tokio::spawn(hab_bootstrap::server::serve_tls(
+        tokio::spawn(hab_bootstrap::webhook::server::serve_tls(
             listener,
             certs.server_config(),
             app,

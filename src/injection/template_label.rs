@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
-use crate::annotations::{self, BootstrapOptions};
+use crate::injection::annotations::{self, BootstrapOptions};
 
 #[derive(Debug, Clone)]
 pub enum TemplateDecision {

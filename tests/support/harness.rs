@@ -26,13 +26,9 @@ pub struct Webhook {
     child: Option<Child>,
 }
 
-#[path = "../common/control_plane.rs"]
-mod control_plane;
-pub use control_plane::enabled;
+pub use super::control_plane::enabled;
 
-#[path = "../common/webhook_process.rs"]
-mod webhook_process;
-pub use webhook_process::{free_port, webhook_command};
+pub use super::webhook_process::{free_port, webhook_command};
 
 impl Webhook {
     fn new() -> Self {
@@ -48,9 +44,12 @@ impl Webhook {
         Self { port: free_port(), admin_port: free_port(), ca_pem: ca.cert_pem, dir, child: None }
     }
 
-    pub fn cert_reloader(&self) -> std::sync::Arc<hab_bootstrap::server::tls::CertReloader> {
-        hab_bootstrap::server::tls::CertReloader::load(self.dir.join("tls.crt"), self.dir.join("tls.key"))
-            .unwrap()
+    pub fn cert_reloader(&self) -> std::sync::Arc<hab_bootstrap::webhook::server::tls::CertReloader> {
+        hab_bootstrap::webhook::server::tls::CertReloader::load(
+            self.dir.join("tls.crt"),
+            self.dir.join("tls.key"),
+        )
+        .unwrap()
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -168,7 +167,7 @@ pub async fn register(client: &Client, ca_pem: &str, port: u16, name: &str, file
 async fn wait_until_effective(client: &Client) {
     let ns = namespace(client, "e2e-probe").await;
     let api = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
-    let sts = crate::objects::statefulset("probe", "probe", 1, &[("habitat/bootstrap", "true")]);
+    let sts = super::objects::statefulset("probe", "probe", 1, &[("habitat/bootstrap", "true")]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let created = api.create(&PostParams { dry_run: true, ..Default::default() }, &sts).await.unwrap();

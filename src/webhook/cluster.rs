@@ -16,8 +16,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tracing::warn;
 
-use crate::admission::{ClusterView, EventSink, EventType};
-use crate::decision::{ServiceFact, selector_string};
+use crate::injection::decision::{ServiceFact, selector_string};
+use crate::webhook::admission::{ClusterView, EventSink, EventType};
 
 pub struct KubeCluster {
     client: Client,

@@ -1,4 +1,4 @@
-//! Process plumbing shared by the long-running subcommands: logging and termination signals.
+//! Logging: one global tracing subscriber, JSON or text.
 
 use std::str::FromStr;
 
@@ -24,15 +24,4 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn termination_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::supervisor::DEFAULT_GOSSIP_PORT;
+use crate::injection::supervisor_args::DEFAULT_GOSSIP_PORT;
 
 /// Where the pods of one StatefulSet live in DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Whether a real control plane was started for the end-to-end test binaries (`tests/e2e`,
-//! `tests/e2e_sidecar.rs`); both include this file with `#[path]`.
+//! Whether a real control plane was started for the end-to-end tests (`scripts/test` starts one
+//! and runs them with `--include-ignored`).
 
 /// False when no control plane was started for us (plain `cargo test`): the test is skipped with a
 /// message. CI sets HAB_BOOTSTRAP_E2E_REQUIRED so that a missing control plane fails instead.

@@ -1,8 +1,4 @@
-//! Test doubles on 127.0.0.1: a stand-in Supervisor HTTP gateway whose `/census` answer the test
-//! scripts, and (in `fake_api`) a fake Kubernetes API server.
-#![allow(dead_code)] // each test crate uses a different part
-
-pub mod fake_api;
+//! A stand-in Supervisor HTTP gateway on 127.0.0.1 whose `/census` answer the test scripts.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

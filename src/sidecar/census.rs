@@ -7,12 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::process::ExitCode;
-use std::time::Duration;
 
 use serde::Deserialize;
-
-use crate::sidecar::supervisor::{CensusClient, GatewayToken};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Census {
@@ -219,34 +215,6 @@ fn select_group<'c>(
                 .collect(),
         }),
     }
-}
-
-/// `hab-bootstrap role`: what the sidecar would do, for someone debugging a pod.
-#[derive(Debug, clap::Args)]
-pub struct RoleArgs {
-    /// The Supervisor's census URL, e.g. http://127.0.0.1:9631/census.
-    #[arg(long)]
-    pub census_url: String,
-    /// Service group (`<service>.<group>`); default: the only group with a leader election.
-    #[arg(long)]
-    pub group: Option<String>,
-    /// Bearer token, when the Supervisor sets HAB_SUP_GATEWAY_AUTH_TOKEN.
-    #[arg(long, env = "HABITAT_BOOTSTRAP_GATEWAY_TOKEN", hide_env_values = true)]
-    pub token: Option<GatewayToken>,
-    /// How long to wait for the census.
-    #[arg(long, default_value = "5s", value_parser = crate::duration::parse_duration)]
-    pub timeout: Duration,
-}
-
-/// Prints `leader`, `follower` or `unknown: <reason>` and exits 0; fails only when the census
-/// cannot be fetched or parsed.
-pub async fn run_role_command(args: RoleArgs) -> anyhow::Result<ExitCode> {
-    let RoleArgs { census_url, group, token, timeout } = args;
-    let client = CensusClient::new(&census_url, token, timeout)?;
-    let census =
-        client.fetch().await.map_err(|err| anyhow::anyhow!("reading the census at {census_url}: {err}"))?;
-    println!("{}", decide_role(&census, group.as_deref()));
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::census::Census;
+use crate::sidecar::census::Census;
 
 /// A census of a ring of hundreds is well under a megabyte; anything larger is not a census.
 const MAX_CENSUS_BYTES: usize = 16 * 1024 * 1024;

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::env::{POD_NAME, POD_NAMESPACE, downward};
-use crate::settings::InjectionSettings;
+use crate::injection::settings::InjectionSettings;
 
 pub const SIDECAR_NAME: &str = "habitat-role";
 /// Where the ServiceAccount admission plugin mounts the API token; it ran before us, so the

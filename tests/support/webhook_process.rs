@@ -1,6 +1,5 @@
 //! Starting the real `hab-bootstrap webhook` binary in the tests that need it as a process
-//! (`tests/e2e`, `tests/e2e_certs.rs`, `tests/faults.rs`), included with `#[path]`.
-#![allow(dead_code)]
+//! (`tests/e2e.rs`, `tests/e2e_certs.rs`, `tests/faults.rs`).
 
 use std::fs::File;
 use std::path::Path;

@@ -1,6 +1,6 @@
-//! The HTTPS server of the webhook and the plain-HTTP admin server.
+//! The webhook's HTTPS server: TLS with certificate reload, the routes, and a server loop that
+//! drains on shutdown.
 
-pub mod admin;
 pub mod routes;
 pub mod tls;
 

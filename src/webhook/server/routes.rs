@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::admission::{Admission, ClusterView, EventSink};
-use crate::review::BadReview;
+use crate::webhook::admission::{Admission, ClusterView, EventSink};
+use crate::webhook::review::BadReview;
 
 /// The API server sends the object (and on updates the old object too); controller-runtime accepts
 /// 7 MiB, and so do we, with room for the review's envelope.

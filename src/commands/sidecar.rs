@@ -1,0 +1,281 @@
+//! `hab-bootstrap sidecar`: the role sidecar, wired from the pieces in [`crate::sidecar`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::Api;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::injection::supervisor_args::DEFAULT_GOSSIP_PORT;
+use crate::runtime::admin;
+use crate::runtime::duration::parse_duration;
+use crate::runtime::{kube_client, tokio_runtime};
+use crate::sidecar::census_client::{CensusClient, GatewayToken};
+use crate::sidecar::label::KubeLabelWriter;
+use crate::sidecar::metrics::{self, Metrics, metrics_text};
+use crate::sidecar::peer_file::PeerFile;
+use crate::sidecar::peer_set::PeerSelector;
+use crate::sidecar::pod_watch::PodWatch;
+use crate::sidecar::role_loop::{RoleLoop, RoleLoopConfig};
+
+/// How long the other tasks get to finish after the role loop has removed the label.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, clap::Args)]
+pub struct SidecarArgs {
+    /// The local Supervisor's census, e.g. http://127.0.0.1:9631/census.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_CENSUS_URL")]
+    pub census_url: String,
+    /// Service group (`<service>.<group>`) to report on; default: the only group with a leader
+    /// election in the census.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_SERVICE_GROUP")]
+    pub service_group: Option<String>,
+    /// Label written on the pod (values `leader` / `follower`).
+    #[arg(long, env = "HABITAT_BOOTSTRAP_LABEL_KEY", default_value = "role")]
+    pub label_key: String,
+    /// This pod's name (downward API).
+    #[arg(long, env = "HABITAT_BOOTSTRAP_POD_NAME")]
+    pub pod_name: String,
+    /// This pod's namespace (downward API).
+    #[arg(long, env = "HABITAT_BOOTSTRAP_POD_NAMESPACE")]
+    pub pod_namespace: String,
+    /// Bearer token, when the Supervisor sets HAB_SUP_GATEWAY_AUTH_TOKEN.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<GatewayToken>,
+    /// Time between census polls (e.g. 500ms, 1s).
+    #[arg(long, env = "HABITAT_BOOTSTRAP_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+    /// Longest wait for one census answer; a slower answer counts as unreachable.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_CENSUS_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration)]
+    pub census_timeout: Duration,
+    /// How long the role may stay unknown (election, no quorum, supervisor unreachable) before
+    /// the label is removed. 5s: five polls, so one failed poll never flaps the label; longer than
+    /// the ~4 s election after a graceful leader stop, so followers keep their label through it;
+    /// well under the ~19 s after a crash, so a Service soon stops routing to an electing pod.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_UNKNOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub unknown_grace: Duration,
+    /// Plain-HTTP admin listener: /metrics, /livez, /readyz.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_METRICS_LISTEN", default_value = "0.0.0.0:9639")]
+    pub metrics_listen: SocketAddr,
+    #[arg(long, env = "HABITAT_BOOTSTRAP_LOG_FORMAT", value_enum, default_value_t = crate::runtime::logging::LogFormat::Json)]
+    pub log_format: crate::runtime::logging::LogFormat,
+    /// Watch-file mode. Boxed: these options would otherwise make every `cli::Command` large.
+    #[command(flatten)]
+    pub peer_watch: Box<PeerWatchArgs>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Peer watch file")]
+pub struct PeerWatchArgs {
+    /// Keep this file equal to the IPs of the other live pods of --statefulset.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_PEER_WATCH_FILE", requires_all = ["statefulset", "pod_selector"])]
+    pub peer_watch_file: Option<PathBuf>,
+    /// The StatefulSet whose pods are peers.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_STATEFULSET")]
+    pub statefulset: Option<String>,
+    /// Label selector of the StatefulSet's pods, e.g. `app=redis`.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_POD_SELECTOR")]
+    pub pod_selector: Option<String>,
+    /// The Supervisors' gossip port, written into the file when not 9638.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_GOSSIP_PORT", default_value_t = DEFAULT_GOSSIP_PORT)]
+    pub gossip_port: u16,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than 0".into()),
+        duration => Ok(duration),
+    }
+}
+
+pub fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {
+    tokio_runtime().block_on(run_sidecar(args))
+}
+
+async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
+    let SidecarArgs {
+        census_url,
+        service_group,
+        label_key,
+        pod_name,
+        pod_namespace,
+        token,
+        interval,
+        census_timeout,
+        unknown_grace,
+        metrics_listen,
+        log_format,
+        peer_watch,
+    } = args;
+    let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, gossip_port } = *peer_watch;
+    crate::runtime::logging::init_logging(log_format);
+    validate_label_key(&label_key)?;
+    let census = CensusClient::new(&census_url, token, census_timeout)?;
+    let client = kube_client().await?;
+    let config = RoleLoopConfig::new(service_group, interval, unknown_grace);
+
+    let metrics = Metrics::new();
+    // One round takes at most a poll, a write and the interval; several missed rounds is a stall.
+    let stale_after = (interval + census_timeout + config.write_timeout) * 3;
+    let health = Arc::new(metrics::health(stale_after, peer_watch_file.is_none()));
+    let listener = tokio::net::TcpListener::bind(metrics_listen)
+        .await
+        .map_err(|err| anyhow::anyhow!("listening on --metrics-listen {metrics_listen}: {err}"))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    let router = admin::router(health.clone(), metrics_text(&metrics));
+    tasks.spawn({
+        let stopped = stopped();
+        async move {
+            if let Err(err) = admin::serve(listener, router, stopped).await {
+                warn!(error = %err, "admin server failed");
+            }
+        }
+    });
+    if let Some(path) = peer_watch_file {
+        let watch = PodWatch {
+            pods: Api::namespaced(client.clone(), &pod_namespace),
+            label_selector: pod_selector.context("--pod-selector is required with --peer-watch-file")?,
+            selector: PeerSelector {
+                statefulset: statefulset.context("--statefulset is required with --peer-watch-file")?,
+                own_pod: pod_name.clone(),
+                gossip_port,
+            },
+            file: PeerFile::new(path),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        tasks.spawn(watch.run(stopped()));
+    }
+    tokio::spawn(async move {
+        crate::runtime::signals::termination_signal().await;
+        info!("termination signal received: removing the role label and stopping");
+        let _ = stop_tx.send(true);
+    });
+
+    info!(pod = %pod_name, namespace = %pod_namespace, census_url = %census.url(), label = %label_key, "role sidecar started");
+    let writer = KubeLabelWriter::new(client, &pod_namespace, &pod_name, &label_key);
+    RoleLoop::new(census, writer, config, metrics, health).run(stopped()).await;
+    if tokio::time::timeout(STOP_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await.is_err()
+    {
+        warn!("background tasks did not stop in time");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A label key the API server would refuse would make every write fail forever: refuse it here.
+fn validate_label_key(key: &str) -> anyhow::Result<()> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let prefix_ok = prefix.is_none_or(|prefix| {
+        !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    if name_ok && prefix_ok {
+        Ok(())
+    } else {
+        anyhow::bail!("--label-key {key:?} is not a valid Kubernetes label key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SidecarArgs,
+    }
+
+    #[test]
+    fn label_keys_are_checked_like_the_api_server_does() {
+        for good in ["role", "habitat.sh/role", "a-b_c.d", "x.example.com/leader-role"] {
+            assert!(validate_label_key(good).is_ok(), "{good:?} refused");
+        }
+        for bad in ["", "/role", "Example.com/role", "role-", "a/b/c", "ro le", &"x".repeat(64)] {
+            assert!(validate_label_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_webhook_contract_parses_with_defaults() {
+        let cli = Cli::try_parse_from([
+            "sidecar",
+            "--census-url",
+            "http://127.0.0.1:9631/census",
+            "--service-group",
+            "redis.default",
+            "--label-key",
+            "role",
+            "--pod-name",
+            "redis-0",
+            "--pod-namespace",
+            "db",
+            "--peer-watch-file",
+            "/hab/peers/peers",
+            "--statefulset",
+            "redis",
+            "--pod-selector",
+            "app=redis",
+            "--gossip-port",
+            "9000",
+        ])
+        .unwrap();
+        let args = cli.args;
+        assert_eq!(args.interval, Duration::from_secs(1));
+        assert_eq!(args.unknown_grace, Duration::from_secs(5));
+        assert_eq!(args.metrics_listen, "0.0.0.0:9639".parse().unwrap());
+        assert_eq!(args.peer_watch.gossip_port, 9000);
+        assert_eq!(args.service_group.as_deref(), Some("redis.default"));
+    }
+
+    #[test]
+    fn watch_file_mode_needs_its_statefulset_and_selector() {
+        let result = Cli::try_parse_from([
+            "sidecar",
+            "--census-url",
+            "http://127.0.0.1:9631/census",
+            "--pod-name",
+            "redis-0",
+            "--pod-namespace",
+            "db",
+            "--peer-watch-file",
+            "/hab/peers/peers",
+        ]);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_zero_interval_is_refused() {
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+}

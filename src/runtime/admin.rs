@@ -1,0 +1,154 @@
+//! The admin port, plain HTTP, of the webhook and the sidecar alike: `/livez`, `/readyz` and
+//! `/metrics`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// What `/livez` and `/readyz` report.
+///
+/// Ready once [`Health::set_ready`] (the webhook: its caches synced; the sidecar: its peer file
+/// written, or at once without one), and not ready again from [`Health::set_terminating`], so that
+/// endpoints stop sending work before the process stops taking it. Live as long as the process
+/// answers or, with a heartbeat, while [`Health::beat`] is called at least every `stale_after`.
+#[derive(Debug)]
+pub struct Health {
+    heartbeat: Option<(Mutex<Instant>, Duration)>,
+    ready: AtomicBool,
+    terminating: AtomicBool,
+    not_ready: &'static str,
+    stalled: &'static str,
+}
+
+impl Default for Health {
+    /// No heartbeat, not ready yet.
+    fn default() -> Self {
+        Self {
+            heartbeat: None,
+            ready: AtomicBool::new(false),
+            terminating: AtomicBool::new(false),
+            not_ready: "not ready\n",
+            stalled: "stalled\n",
+        }
+    }
+}
+
+impl Health {
+    /// With a heartbeat; `ready` starts false only when something must happen first.
+    pub fn new(stale_after: Duration, ready: bool) -> Self {
+        Self {
+            heartbeat: Some((Mutex::new(Instant::now()), stale_after)),
+            ready: AtomicBool::new(ready),
+            ..Self::default()
+        }
+    }
+
+    /// The bodies of a `/readyz` and a `/livez` 503, saying what is awaited and what stalled.
+    pub fn with_messages(self, not_ready: &'static str, stalled: &'static str) -> Self {
+        Self { not_ready, stalled, ..self }
+    }
+
+    /// The watched loop calls this every round.
+    pub fn beat(&self) {
+        if let Some((last_beat, _)) = &self.heartbeat {
+            *last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.heartbeat.as_ref().is_none_or(|(last_beat, stale_after)| {
+            last_beat.lock().unwrap_or_else(|e| e.into_inner()).elapsed() < *stale_after
+        })
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_terminating(&self) {
+        self.terminating.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.terminating.load(Ordering::SeqCst)
+    }
+}
+
+/// The OpenMetrics text of `/metrics`; Err answers 500.
+pub type MetricsText = Arc<dyn Fn() -> Result<String, std::fmt::Error> + Send + Sync>;
+
+#[derive(Clone)]
+struct AdminState {
+    health: Arc<Health>,
+    metrics: MetricsText,
+}
+
+pub fn router(health: Arc<Health>, metrics: MetricsText) -> Router {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { health, metrics })
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+async fn livez(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.health.is_live() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, state.health.stalled)
+    }
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, state.health.not_ready)
+    }
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    match (state.metrics)() {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_follows_the_heartbeat() {
+        let health = Health::new(Duration::from_millis(50), false);
+        assert!(health.is_live());
+        assert!(!health.is_ready());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!health.is_live());
+        health.beat();
+        assert!(health.is_live());
+        health.set_ready();
+        assert!(health.is_ready());
+    }
+}
