@@ -113,6 +113,12 @@ pub struct World {
     /// Extra namespaces made by the test (IP squatters), deleted at the end.
     extra_namespaces: Vec<String>,
     steps: Vec<Step>,
+    /// Printed in the SCENARIO line when the test fails (the first failed measurement).
+    failure: Option<String>,
+    /// This world prints the SCENARIO line of its scenario: at `summary`, or as FAILED when the
+    /// test panics (a world made `beside` another does not).
+    reports: bool,
+    summarized: bool,
     webhook: Arc<harness::Webhook>,
     _dir: tempfile::TempDir,
     t0: Instant,
@@ -127,7 +133,9 @@ impl World {
             "-f",
             harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap(),
         ]);
-        Self::with_webhook(scenario, ns, habitat, client, webhook).await
+        let mut w = Self::with_webhook(scenario, ns, habitat, client, webhook).await;
+        w.reports = true;
+        w
     }
 
     /// A second namespace with its own kubelet, admitted by the same webhook.
@@ -173,6 +181,9 @@ impl World {
             down: BTreeSet::new(),
             extra_namespaces: Vec::new(),
             steps: Vec::new(),
+            failure: None,
+            reports: false,
+            summarized: false,
             webhook,
             _dir: dir,
             t0: Instant::now(),
@@ -394,7 +405,7 @@ impl World {
             Ok(_) => self.time_to_leader_label(sts, ordinals, timeout).await,
             Err(e) => Err(e.clone()),
         };
-        let scenario = &self.scenario;
+        let scenario = self.scenario.clone();
         match (&ring, &label) {
             (Ok(r), Ok(l)) => {
                 eprintln!(
@@ -405,11 +416,8 @@ impl World {
             }
             _ => {
                 let exits = self.kubelet.supervisor_exits();
-                println!(
-                    "SCENARIO {scenario} | ring - | leader - | FAILED at {step}: {} (before: {})",
-                    ring.as_ref().err().or(label.as_ref().err()).unwrap(),
-                    self.steps_text()
-                );
+                let why = ring.as_ref().err().or(label.as_ref().err()).unwrap();
+                self.failure.get_or_insert(format!("at {step}: {why}"));
                 panic!(
                     "{scenario} / {step}: ring {ring:?}, leader label {label:?}\nSupervisor exits so far:\n{}",
                     exits.join("\n---\n")
@@ -443,6 +451,21 @@ impl World {
         times
     }
 
+    /// Records a step measured by the scenario itself.
+    pub fn record(&mut self, step: &str, ring: Duration, label: Duration) {
+        eprintln!(
+            "[measure] {} / {step}: time to one ring {ring:.1?}, to one leader label {label:.1?}",
+            self.scenario
+        );
+        self.steps.push((step.to_owned(), ring, label));
+    }
+
+    /// Fails the test with `why`, which the SCENARIO line repeats.
+    pub fn fail(&mut self, why: String) -> ! {
+        self.failure.get_or_insert(why.clone());
+        panic!("{why}")
+    }
+
     fn steps_text(&self) -> String {
         self.steps
             .iter()
@@ -453,7 +476,8 @@ impl World {
 
     /// The line the lead pastes into the table: the times of step `key` (the event the
     /// scenario is about), what it showed, and every step's times (ring/leader label, seconds).
-    pub fn summary(&self, key: &str, showed: &str) {
+    pub fn summary(&mut self, key: &str, showed: &str) {
+        self.summarized = true;
         let (_, r, l) = self
             .steps
             .iter()
@@ -675,6 +699,14 @@ impl Drop for World {
     /// Stops every process, then deletes the namespaces and the PersistentVolumes made for them
     /// (without waiting: the next scenario uses other names).
     fn drop(&mut self) {
+        if self.reports && !self.summarized {
+            let why = self.failure.clone().unwrap_or_else(|| "see the panic above".into());
+            println!(
+                "SCENARIO {} | ring - | leader - | FAILED {why} [steps ring/leader s: {}]",
+                self.scenario,
+                self.steps_text()
+            );
+        }
         self.kubelet.shutdown();
         for ns in std::iter::once(&self.ns).chain(&self.extra_namespaces) {
             let _ = kubectl_output(&["delete", "namespace", ns, "--wait=false"]);
