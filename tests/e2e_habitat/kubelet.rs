@@ -211,6 +211,9 @@ pub struct Running {
 struct State {
     pods: BTreeMap<String, PodRt>, // by UID
     claims: PathBuf,
+    /// Pod name → the address its processes use instead of the one kwok stored (see
+    /// `Kubelet::override_address`).
+    overrides: BTreeMap<String, String>,
 }
 
 pub struct Kubelet {
@@ -232,7 +235,7 @@ impl Kubelet {
     pub fn start(client: Client, ns: &str, domain: &str, habitat: Habitat, root: &Path) -> Self {
         let claims = root.join("claims");
         std::fs::create_dir_all(&claims).unwrap();
-        let state = Arc::new(Mutex::new(State { pods: BTreeMap::new(), claims }));
+        let state = Arc::new(Mutex::new(State { pods: BTreeMap::new(), claims, overrides: BTreeMap::new() }));
         let stop = Arc::new(AtomicBool::new(false));
         let ctx =
             Ctx { client, ns: ns.to_owned(), domain: domain.to_owned(), habitat, root: root.to_owned() };
@@ -274,13 +277,39 @@ impl Kubelet {
         f(pod)
     }
 
-    /// A crash: SIGKILL to the Supervisor's process group. The kubelet restarts it (backoff 1 s).
-    pub fn crash_supervisor(&self, name: &str) {
+    /// A crash that stays down: SIGKILL to the Supervisor's process group, and no restart until
+    /// `release_supervisor` (a CrashLoopBackOff, a node that does not come back, a held container).
+    pub fn hold_supervisor(&self, name: &str) {
         self.with_pod(name, |p| {
-            if let Some(proc) = p.sup.proc.as_ref() {
-                proc.signal(libc::SIGKILL);
+            p.sup.held = true;
+            if let Some(mut proc) = p.sup.proc.take() {
+                let how = proc.stop(libc::SIGKILL, Duration::from_secs(5));
+                p.sup.exits.push(format!("killed and held down by the test ({how})"));
             }
         });
+    }
+
+    /// The held Supervisor starts again (in place: same pod, same state).
+    pub fn release_supervisor(&self, name: &str) {
+        self.with_pod(name, |p| {
+            p.sup.held = false;
+            p.sup.next_start = None;
+        });
+    }
+
+    /// A documented liberty: the pod named `name` (when it appears; not one already running) runs
+    /// its processes on `ip` instead of the address kwok stored. For handing a dead pod's address
+    /// to a pod of another StatefulSet when kwok will not (its pool hands released addresses out
+    /// in random order). Only this pod's own processes use it: the API server (and so the other
+    /// sidecars' peer files and the DNS records) keep kwok's address.
+    pub fn override_address(&self, name: &str, ip: &str) {
+        self.state.lock().unwrap().overrides.insert(name.to_owned(), ip.to_owned());
+    }
+
+    /// The host directory that the pod's Supervisor sees as `/hab/sup/default` (its `MEMBER_ID`,
+    /// `CTL_SECRET`, `data/`), while it runs.
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.with_pod(name, |p| p.dir.join("fsroot/hab/sup/default"))
     }
 
     /// The Supervisor container restarts in place (same pod, same stored spec, same IP): stopped
@@ -465,8 +494,15 @@ async fn sync_once(ctx: &Ctx, state: &Arc<Mutex<State>>, stop: &AtomicBool) -> R
             continue;
         }
         // Processes of an older pod on the same IP must be gone first (they are: stopped above).
-        let rt = prepare(ctx, pod).await?;
+        let mut rt = prepare(ctx, pod).await?;
         eprintln!("[kubelet] {} ({}) appeared, uid {uid}", rt.name, rt.ip);
+        if let Some(ip) = state.lock().unwrap().overrides.get(&rt.name).filter(|ip| **ip != rt.ip) {
+            eprintln!(
+                "[kubelet] {}: runs on {ip} instead of its stored address {} (override)",
+                rt.name, rt.ip
+            );
+            rt.ip = ip.clone();
+        }
         state.lock().unwrap().pods.insert(uid.clone(), rt);
     }
 
