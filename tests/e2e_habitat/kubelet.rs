@@ -9,8 +9,9 @@
 //! the container's own file system, and so `/hab/sup` without a volume, is new at every container
 //! start), native sidecars (initContainers with `restartPolicy: Always` start first and must pass
 //! their startupProbe before the Supervisor starts), restarts of exited containers with a backoff,
-//! SIGTERM on pod deletion. Cluster DNS: each Supervisor runs in its own mount and UTS namespace
-//! (`unshare --mount --uts`) with hostname = pod name and a private `/etc/hosts` that maps every
+//! SIGTERM on pod deletion. Cluster DNS: each Supervisor runs in its own mount, UTS and PID namespace
+//! (`unshare --mount --uts --pid --fork --mount-proc`; the PID namespace makes a container's stop
+//! kill every process in it, the service's run hook too) with hostname = pod name and a private `/etc/hosts` that maps every
 //! published pod's `<pod>.<service>.<ns>.svc.<domain>` to its IP (Ready pods, or every pod with an
 //! IP when the Service has `publishNotReadyAddresses`), written again at every start; its
 //! `/etc/resolv.conf` names no reachable server, so any other name fails fast.
@@ -310,6 +311,16 @@ impl Kubelet {
     /// `CTL_SECRET`, `data/`), while it runs.
     pub fn state_dir(&self, name: &str) -> PathBuf {
         self.with_pod(name, |p| p.dir.join("fsroot/hab/sup/default"))
+    }
+
+    /// The last `n` lines of the pod's current (or last) sidecar log.
+    pub fn sidecar_log(&self, name: &str, n: usize) -> String {
+        self.with_pod(name, |p| {
+            let log = p.dir.join(format!("sidecar-{}.log", p.sidecar.starts.max(1)));
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        })
     }
 
     /// The Supervisor container restarts in place (same pod, same stored spec, same IP): stopped
@@ -703,7 +714,23 @@ fn start_supervisor(
 
     let mut command = Command::new("unshare");
     command
-        .args(["--mount", "--uts", "--propagation", "private", "--", "sh", "-c", SUPERVISOR_WRAPPER, "sh"])
+        // A PID namespace like a container's: when its first process (hab) dies, the kernel kills
+        // everything else in it (the service's run hook runs in a process group of its own and
+        // would otherwise outlive a SIGKILL of the Supervisor's group, keeping its ports).
+        .args([
+            "--mount",
+            "--uts",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            SUPERVISOR_WRAPPER,
+            "sh",
+        ])
         .arg(&p.name)
         .arg(&hosts)
         .arg(&resolv)

@@ -120,7 +120,8 @@ pub struct World {
     reports: bool,
     summarized: bool,
     webhook: Arc<harness::Webhook>,
-    _dir: tempfile::TempDir,
+    /// Host directories and logs; kept when the test fails.
+    dir: Option<tempfile::TempDir>,
     t0: Instant,
 }
 
@@ -133,9 +134,7 @@ impl World {
             "-f",
             harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap(),
         ]);
-        let mut w = Self::with_webhook(scenario, ns, habitat, client, webhook).await;
-        w.reports = true;
-        w
+        Self::with_webhook(scenario, ns, habitat, client, webhook).await
     }
 
     /// A second namespace with its own kubelet, admitted by the same webhook.
@@ -182,10 +181,10 @@ impl World {
             extra_namespaces: Vec::new(),
             steps: Vec::new(),
             failure: None,
-            reports: false,
+            reports: true,
             summarized: false,
             webhook,
-            _dir: dir,
+            dir: Some(dir),
             t0: Instant::now(),
         }
     }
@@ -460,6 +459,11 @@ impl World {
         self.steps.push((step.to_owned(), ring, label));
     }
 
+    /// This world prints no SCENARIO line (another world of the same scenario does).
+    pub fn silence(&mut self) {
+        self.reports = false;
+    }
+
     /// Fails the test with `why`, which the SCENARIO line repeats.
     pub fn fail(&mut self, why: String) -> ! {
         self.failure.get_or_insert(why.clone());
@@ -708,6 +712,11 @@ impl Drop for World {
             );
         }
         self.kubelet.shutdown();
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("[world] {}: logs kept in {}", self.ns, dir.keep().display());
+        }
         for ns in std::iter::once(&self.ns).chain(&self.extra_namespaces) {
             let _ = kubectl_output(&["delete", "namespace", ns, "--wait=false"]);
             let _ =

@@ -48,11 +48,18 @@ async fn stateless_replacement_then_leader_crash() {
         if let Some(note) = w.events("ring-0", "PredecessorDeparted").await.into_iter().next() {
             break note;
         }
-        let failed = w.events("ring-0", "PredecessorNotDeparted").await;
-        assert!(
-            Instant::now() < deadline,
-            "no PredecessorDeparted Event for ring-0 after {WAIT:?} (PredecessorNotDeparted: {failed:?})"
-        );
+        if Instant::now() > deadline {
+            let failed = w.events("ring-0", "PredecessorNotDeparted").await;
+            let metrics = w.sidecar_metrics("ring-0").await;
+            let departures: Vec<&str> =
+                metrics.lines().filter(|l| l.contains("predecessor_departures_total")).collect();
+            let why = format!(
+                "no PredecessorDeparted Event for ring-0 after {WAIT:?} (PredecessorNotDeparted: {failed:?}; \
+                 metric: {departures:?}); ring-0's sidecar log ends:\n{}",
+                w.kubelet.sidecar_log("ring-0", 15)
+            );
+            w.fail(why);
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let departed_after = w.since_mark();
