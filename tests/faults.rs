@@ -110,7 +110,6 @@ async fn certificate_rotation_under_load_loses_no_request() {
     let cluster = MemoryCluster {
         statefulsets: vec![statefulset("redis", "default", "redis-headless", 3, &[])],
         services: vec![headless_service("redis-headless", "default", true)],
-        pods: vec![sibling("redis", "default", 0, true)],
         ..Default::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
