@@ -513,7 +513,7 @@ async fn least_privilege(admin: &Client, sidecar: &Client, dir: &Path) {
     // Events about its pod (a departed predecessor), in its namespace only.
     let event = |ns: &str| -> k8s_openapi::api::events::v1::Event {
         serde_json::from_value(json!({
-            "metadata": {"generateName": "solo."},
+            "metadata": {"generateName": "solo-"},
             "eventTime": "2026-01-01T00:00:00.000000Z",
             "reportingController": "hab-bootstrap.habitat.sh/sidecar",
             "reportingInstance": "solo",
