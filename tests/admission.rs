@@ -412,7 +412,7 @@ async fn ours_fail_closed_with_a_reason() {
     api_down.api_down = true;
     let (answer, _, events, _) = admit(api_down, &redis_pod()).await;
     assert!(answer.message.unwrap().contains("habitat/ring-key-secret=none"));
-    let events = events.lock().unwrap();
+    let events = events.lock().unwrap().clone();
     assert_eq!(
         (events.len(), events[0].reason, events[0].event_type),
         (1, "InjectionDenied", EventType::Warning)
