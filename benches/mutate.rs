@@ -19,9 +19,10 @@ use hab_bootstrap::webhook::admission::{Admission, NoEvents};
 use hab_bootstrap::webhook::review::Request;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use support::{MemoryCluster, headless_service, sibling, statefulset};
+use support::{MemoryCluster, headless_service, statefulset};
 
 const NS: &str = "default";
+const RING_KEY: (&str, &str) = ("habitat/ring-key-secret", "redis-habitat-ring");
 
 /// The opted-in review: a pod of StatefulSet `redis` carrying the template label.
 pub fn opted_in_review() -> Value {
@@ -51,9 +52,10 @@ fn cluster() -> MemoryCluster {
     let mut plain = statefulset("plain", NS, "plain-headless", 3, &[("habitat/bootstrap", "")]);
     plain.metadata.annotations = None;
     MemoryCluster {
-        statefulsets: vec![statefulset("redis", NS, "redis-headless", 3, &[]), plain],
+        // As our StatefulSet webhook stores it at creation: the ring key named (the in-memory
+        // Secret "creation" is on the measured path, as the webhook's cached check is).
+        statefulsets: vec![statefulset("redis", NS, "redis-headless", 3, &[RING_KEY]), plain],
         services: vec![headless_service("redis-headless", NS, true)],
-        pods: vec![sibling("redis", NS, 0, true), sibling("redis", NS, 1, true)],
         ..Default::default()
     }
 }
@@ -96,7 +98,6 @@ fn facts_of(cluster: &MemoryCluster) -> Facts {
         service: hab_bootstrap::injection::decision::ServiceFact::Found(Box::new(
             cluster.services[0].clone(),
         )),
-        siblings: cluster.pods.clone(),
         sidecar_can_label: None,
     }
 }

@@ -6,7 +6,6 @@
 #[path = "../tests/support/cluster.rs"]
 pub mod support;
 
-use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use base64::Engine;
@@ -15,10 +14,10 @@ use hab_bootstrap::injection::settings::InjectionSettings;
 use hab_bootstrap::sidecar::census::{Census, decide_role};
 use hab_bootstrap::webhook::admission::{Admission, NoEvents};
 use serde_json::Value;
-use support::{MemoryCluster, headless_service, sibling, statefulset};
+use support::{MemoryCluster, headless_service, statefulset};
 
-/// A cluster where the seed reviews' StatefulSets exist: `redis` opted in (two live members),
-/// `plain` not annotated.
+/// A cluster where the seed reviews' StatefulSets exist: `redis` opted in (with the ring key our
+/// StatefulSet webhook names at creation), `plain` not annotated.
 fn admission() -> &'static Admission<MemoryCluster, NoEvents> {
     static ADMISSION: OnceLock<Admission<MemoryCluster, NoEvents>> = OnceLock::new();
     ADMISSION.get_or_init(|| {
@@ -26,9 +25,17 @@ fn admission() -> &'static Admission<MemoryCluster, NoEvents> {
         plain.metadata.annotations = None;
         Admission {
             cluster: MemoryCluster {
-                statefulsets: vec![statefulset("redis", "default", "redis-headless", 3, &[]), plain],
+                statefulsets: vec![
+                    statefulset(
+                        "redis",
+                        "default",
+                        "redis-headless",
+                        3,
+                        &[("habitat/ring-key-secret", "redis-habitat-ring")],
+                    ),
+                    plain,
+                ],
                 services: vec![headless_service("redis-headless", "default", true)],
-                pods: vec![sibling("redis", "default", 0, true), sibling("redis", "default", 1, true)],
                 ..Default::default()
             },
             events: NoEvents,
@@ -103,9 +110,7 @@ pub fn inject_manifest(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     // The ordinal comes from the input's length, so every seed is used whole as a manifest.
     let ordinal = [0, 1, 2, 7, u32::MAX][data.len() % 5];
-    let live = data.len().is_multiple_of(3).then(|| BTreeSet::from([0, 1, u32::MAX]));
-    (data.len().is_multiple_of(3) || ordinal == u32::MAX).then(|| BTreeSet::from([0, 1, u32::MAX]));
-    if let Ok(rendered) = render(text, ordinal, live, &InjectionSettings::default()) {
+    if let Ok(rendered) = render(text, ordinal, &InjectionSettings::default()) {
         serde_json::to_vec(&rendered.pod).expect("a rendered pod serializes");
     }
 }

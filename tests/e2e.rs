@@ -1,17 +1,21 @@
 //! End-to-end scenarios against a real control plane (scripts/test starts it). One test runs them
 //! in order because they share one webhook process and its registration, and scenario 5 stops it.
+//! Admission lists no pods: every pod gets the peer watch file, the sidecar, the Supervisor's state
+//! shared with it and (for a StatefulSet created under the webhook) a ring key from a Secret the
+//! webhook creates; the scenarios check that on the stored objects.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
+use k8s_openapi::api::core::v1::{Container, Event as CoreEvent, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::harness::*;
 use support::objects;
 
@@ -21,22 +25,44 @@ fn fqdn(sts: &str, ordinal: u32, service: &str, ns: &str) -> String {
     format!("{sts}-{ordinal}.{service}.{ns}.svc.{CLUSTER_DOMAIN}")
 }
 
-fn supervisor(pod: &Pod) -> &k8s_openapi::api::core::v1::Container {
+const PEERS_FILE: &str = "/habitat-bootstrap/peers";
+
+fn supervisor(pod: &Pod) -> &Container {
     &pod.spec.as_ref().unwrap().containers[0]
 }
 
-fn peers(pod: &Pod) -> Vec<String> {
-    let args = supervisor(pod).args.clone().unwrap_or_default();
-    args.windows(2).filter(|w| w[0] == "--peer").map(|w| w[1].clone()).collect()
+fn sidecar(pod: &Pod) -> &Container {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == "habitat-role").unwrap()
+}
+
+fn args(container: &Container) -> Vec<String> {
+    container.args.clone().unwrap_or_default()
+}
+
+/// The value after `flag` in a container's args.
+fn flag(container: &Container, name: &str) -> Option<String> {
+    args(container).windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
 }
 
 fn env(pod: &Pod, name: &str) -> Option<String> {
     supervisor(pod).env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
 }
 
+/// The Secret (and key) the Supervisor's `HAB_RING_KEY` comes from.
+fn ring_key_ref(pod: &Pod) -> Option<(String, String)> {
+    let var = supervisor(pod).env.iter().flatten().find(|e| e.name == "HAB_RING_KEY")?;
+    let selector = var.value_from.as_ref()?.secret_key_ref.as_ref()?;
+    Some((selector.name.clone(), selector.key.clone()))
+}
+
 fn sidecars(pod: &Pod) -> usize {
     let spec = pod.spec.as_ref().unwrap();
     spec.init_containers.iter().flatten().chain(&spec.containers).filter(|c| c.name == "habitat-role").count()
+}
+
+fn volume_names(pod: &Pod) -> Vec<String> {
+    pod.spec.as_ref().unwrap().volumes.iter().flatten().map(|v| v.name.clone()).collect()
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -47,12 +73,36 @@ fn is_ready(pod: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// What every injected pod carries: the status record, the identity env, one sidecar; the peer
+/// watch file (never a `--peer`) on the volume both containers mount; the Supervisor's state
+/// shared with the sidecar.
+#[track_caller]
 fn assert_injected(pod: &Pod) {
     let name = pod.metadata.name.as_deref().unwrap();
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     assert!(annotations.contains_key("habitat/bootstrap-status"), "{name}: no status annotation");
-    assert_eq!(sidecars(pod), 1, "{name}: one role sidecar");
+    assert_eq!(sidecars(pod), 1, "{name}: one sidecar");
     assert!(env(pod, "HABITAT_BOOTSTRAP_SERVICE_FQDN").is_some(), "{name}: identity env");
+    assert!(env(pod, "HABITAT_BOOTSTRAP_PEERS").is_none(), "{name}: no peer list env");
+    let sup = args(supervisor(pod));
+    assert_eq!(&sup[sup.len() - 2..], ["--peer-watch-file", PEERS_FILE], "{name}: {sup:?}");
+    assert!(!sup.iter().any(|a| a == "--peer"), "{name}: no --peer: {sup:?}");
+    assert_eq!(volume_names(pod).iter().filter(|v| *v == "habitat-bootstrap-peers").count(), 1, "{name}");
+    let mounted = |c: &Container, volume: &str, path: &str| {
+        c.volume_mounts.iter().flatten().any(|m| m.name == volume && m.mount_path == path)
+    };
+    assert!(mounted(supervisor(pod), "habitat-bootstrap-peers", "/habitat-bootstrap"), "{name}");
+    assert!(mounted(sidecar(pod), "habitat-bootstrap-peers", "/habitat-bootstrap"), "{name}");
+    assert_eq!(flag(sidecar(pod), "--peer-watch-file").as_deref(), Some(PEERS_FILE), "{name}");
+    // The state volume: whatever the supervisor mounts at /hab/sup, the sidecar at /habitat-supervisor.
+    let state = supervisor(pod).volume_mounts.iter().flatten().find(|m| m.mount_path == "/hab/sup");
+    let state = state.unwrap_or_else(|| panic!("{name}: nothing at /hab/sup")).name.clone();
+    assert!(mounted(sidecar(pod), &state, "/habitat-supervisor"), "{name}: the sidecar shares {state}");
+    assert_eq!(
+        flag(sidecar(pod), "--sup-state-dir").as_deref(),
+        Some("/habitat-supervisor/default"),
+        "{name}"
+    );
 }
 
 fn assert_untouched(pod: &Pod) {
@@ -60,7 +110,41 @@ fn assert_untouched(pod: &Pod) {
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     assert!(!annotations.contains_key("habitat/bootstrap-status"), "{name} was injected");
     assert_eq!(sidecars(pod), 0, "{name} got a sidecar");
-    assert!(peers(pod).is_empty(), "{name} got peers");
+    assert!(!args(supervisor(pod)).iter().any(|a| a.starts_with("--peer")), "{name} got peers");
+    assert!(ring_key_ref(pod).is_none(), "{name} got a ring key");
+}
+
+/// The StatefulSet's stamped annotation, the pod's `HAB_RING_KEY` from that Secret, and the Secret
+/// in the API server: key `ring-key` holding a Habitat symmetric key (SYM-SEC-1), owned by the
+/// StatefulSet (deleted with it). Returns the Secret.
+async fn assert_ring_key(client: &Client, ns: &str, sts: &str, pod: &Pod) -> Secret {
+    let secret_name = format!("{sts}-habitat-ring");
+    let stored = Api::<StatefulSet>::namespaced(client.clone(), ns).get(sts).await.unwrap();
+    let annotations = stored.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("habitat/ring-key-secret"), Some(&secret_name), "stamped at creation");
+    let name = pod.metadata.name.as_deref().unwrap();
+    assert_eq!(ring_key_ref(pod), Some((secret_name.clone(), "ring-key".to_owned())), "{name}");
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(&secret_name).await.unwrap();
+    let data = secret.data.as_ref().unwrap();
+    let contents = String::from_utf8(data["ring-key"].0.clone()).unwrap();
+    let lines: Vec<&str> = contents.split('\n').collect();
+    assert_eq!(lines.len(), 4, "{contents:?}");
+    assert_eq!(lines[0], "SYM-SEC-1");
+    let revision = lines[1].strip_prefix(&format!("{sts}-")).unwrap_or_else(|| panic!("{contents:?}"));
+    assert!(revision.len() == 14 && revision.bytes().all(|b| b.is_ascii_digit()), "{contents:?}");
+    assert_eq!(lines[2], "");
+    let key = base64::engine::general_purpose::STANDARD.decode(lines[3]).unwrap();
+    assert_eq!(key.len(), 32);
+    let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("StatefulSet", sts));
+    assert_eq!(Some(&owners[0].uid), stored.metadata.uid.as_ref());
+    secret
+}
+
+async fn secret_names(client: &Client, ns: &str) -> Vec<String> {
+    let list = Api::<Secret>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap();
+    list.items.into_iter().filter_map(|s| s.metadata.name).collect()
 }
 
 /// Waits until exactly `ordinals` exist for `sts`, all Ready (kwok plays the kubelet), and returns them.
@@ -133,6 +217,8 @@ async fn e2e_scenarios() {
     eprintln!("scenario 8 passed");
     s9_reinvocation(&client, &webhook).await;
     eprintln!("scenario 9 passed");
+    s10_ring_key_not_created(&client).await;
+    eprintln!("scenario 10 passed");
     report_admission_latency(&client, &webhook, started.elapsed()).await;
     // Other test binaries share this control plane: leave no webhook registered that nobody serves.
     Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(client.clone())
@@ -142,29 +228,38 @@ async fn e2e_scenarios() {
     webhook.stop();
 }
 
-/// 1: a first ordered rollout; 2: pod 0 recreated while 1 and 2 live; 3: scale 3 → 5 → 1, and a
-/// lone pod 0 recreated founds a new ring.
+/// 1: a first ordered rollout: the StatefulSet is stamped with its ring key at creation, the
+/// webhook creates that Secret, every pod gets the watch file, the sidecar, the shared state and
+/// the key; 2: pod 0 recreated while 1 and 2 live gets the same, with the same key; 3: scale
+/// 3 → 5 → 1, and a lone pod 0 recreated: the same again (admission never depends on who is alive).
 async fn s1_to_s3_rollout_recreate_scale(client: &Client) {
     let ns = namespace(client, "e2e-rollout").await;
     let sts = objects::statefulset("redis", "redis", 3, &[("habitat/bootstrap", "true")]);
     create_statefulset(client, &ns, &sts, &objects::headless_service("redis", "redis")).await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let f = |o| fqdn("redis", o, "redis", &ns);
 
     let ready = wait_ready(&pods, "redis", &[0, 1, 2]).await;
-    assert_eq!(peers(&ready[&0]), Vec::<String>::new());
-    assert_eq!(peers(&ready[&1]), vec![f(0)]);
-    assert_eq!(peers(&ready[&2]), vec![f(0), f(1)]);
+    let mut secret = None;
     for (ordinal, pod) in &ready {
         assert_injected(pod);
+        secret = Some(assert_ring_key(client, &ns, "redis", pod).await);
         assert_eq!(env(pod, "HABITAT_BOOTSTRAP_ORDINAL"), Some(ordinal.to_string()));
         assert_eq!(
             env(pod, "HABITAT_BOOTSTRAP_SERVICE_FQDN"),
             Some(format!("redis.{ns}.svc.{CLUSTER_DOMAIN}"))
         );
+        assert_eq!(env(pod, "HABITAT_BOOTSTRAP_POD_FQDN"), Some(fqdn("redis", *ordinal, "redis", &ns)));
         // The template label was stamped by the StatefulSet webhook.
         assert_eq!(pod.metadata.labels.as_ref().unwrap()["habitat/bootstrap"], "true");
+        // The sidecar keeps the file from this StatefulSet's pods, on the default gossip port.
+        assert_eq!(flag(sidecar(pod), "--statefulset").as_deref(), Some("redis"));
+        assert_eq!(flag(sidecar(pod), "--pod-selector").as_deref(), Some("app=redis"));
+        assert_eq!(flag(sidecar(pod), "--gossip-port").as_deref(), Some("9638"));
+        assert_eq!(flag(sidecar(pod), "--ctl-gateway").as_deref(), Some("127.0.0.1:9632"));
     }
+    let secret = secret.unwrap();
+    // One Secret for the ring, whatever the number of pods.
+    assert_eq!(secret_names(client, &ns).await, ["redis-habitat-ring"]);
     let events = Api::<Event>::namespaced(client.clone(), &ns);
     let injected = eventually(Duration::from_secs(20), "Injected events", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
@@ -172,23 +267,38 @@ async fn s1_to_s3_rollout_recreate_scale(client: &Client) {
         (n >= 3).then_some(list.items)
     })
     .await;
-    assert!(injected.iter().any(|e| e.note.as_deref().unwrap_or_default().starts_with("redis-2: peers")));
+    for ordinal in 0..3 {
+        let prefix = format!("redis-{ordinal}: peers from the watch file, ring key;");
+        assert!(
+            injected.iter().any(|e| e.note.as_deref().unwrap_or_default().starts_with(&prefix)),
+            "{prefix}"
+        );
+    }
+    let ours = |e: &&Event| e.reporting_controller.as_deref().unwrap_or_default().contains("hab-bootstrap");
+    let warnings: Vec<_> =
+        injected.iter().filter(ours).filter(|e| e.type_.as_deref() == Some("Warning")).collect();
+    assert!(warnings.is_empty(), "no warning Event of ours: {warnings:?}");
 
-    // 2: pod 0 comes back with a new identity and joins the live members.
+    // 2: pod 0 comes back with a new identity: the same injection, the same key.
     let pod0 = recreate(&pods, "redis-0").await;
-    assert_eq!(peers(&pod0), vec![f(1), f(2)]);
     assert_injected(&pod0);
+    let again = assert_ring_key(client, &ns, "redis", &pod0).await;
+    assert_eq!((again.metadata.uid, again.data), (secret.metadata.uid.clone(), secret.data.clone()));
 
-    // 3: scale up; the new pods peer every live member.
+    // 3: scale up, then down to one, and recreate that lone pod 0.
     scale(client, &ns, "redis", 5).await;
     let ready = wait_ready(&pods, "redis", &[0, 1, 2, 3, 4]).await;
-    assert_eq!(peers(&ready[&3]), vec![f(0), f(1), f(2)]);
-    assert_eq!(peers(&ready[&4]), vec![f(0), f(1), f(2), f(3)]);
+    for pod in [&ready[&3], &ready[&4]] {
+        assert_injected(pod);
+        assert_ring_key(client, &ns, "redis", pod).await;
+    }
     scale(client, &ns, "redis", 1).await;
     wait_ready(&pods, "redis", &[0]).await;
     let pod0 = recreate(&pods, "redis-0").await;
-    assert_eq!(peers(&pod0), Vec::<String>::new(), "a lone pod 0 founds a new ring");
     assert_injected(&pod0);
+    let again = assert_ring_key(client, &ns, "redis", &pod0).await;
+    assert_eq!(again.metadata.uid, secret.metadata.uid, "the ring keeps its key");
+    assert_eq!(secret_names(client, &ns).await, ["redis-habitat-ring"]);
 }
 
 /// 4: a StatefulSet without the annotation and a Deployment are left alone.
@@ -263,7 +373,7 @@ async fn s5_webhook_down(client: &Client, webhook: &mut Webhook) {
     })
     .await;
     eprintln!("refusal while the webhook is down: {refusal}");
-    assert!(pods.get_opt("redis-1").await.unwrap().is_none(), "redis-1 must not start without its peers");
+    assert!(pods.get_opt("redis-1").await.unwrap().is_none(), "redis-1 must not start uninjected");
     // An opted-in StatefulSet cannot even be created or changed meanwhile: that too is refused.
     let another = objects::statefulset("other", "other", 1, &[("habitat/bootstrap", "true")]);
     let err = statefulsets.create(&PostParams::default(), &another).await.unwrap_err();
@@ -271,66 +381,108 @@ async fn s5_webhook_down(client: &Client, webhook: &mut Webhook) {
 
     webhook.start();
     let ready = wait_ready(&pods, "redis", &[0, 1]).await;
-    assert_eq!(peers(&ready[&1]), vec![fqdn("redis", 0, "redis", &ns)]);
     assert_injected(&ready[&1]);
+    assert_ring_key(client, &ns, "redis", &ready[&1]).await;
 }
 
 /// 6: another namespace, `spec.ordinals.start: 5`, a serviceName unlike the StatefulSet's name,
-/// a gossip port of its own; the custom cluster domain is the webhook's setting in every scenario.
+/// gossip and control gateway ports of its own, no volume for /hab/sup, and no ring key (annotated
+/// `none`); the custom cluster domain is the webhook's setting in every scenario.
 async fn s6_namespace_domain_ordinals_service(client: &Client) {
     let ns = namespace(client, "e2e-custom").await;
-    let mut sts = objects::statefulset_json("ring", "members", 3, &[("habitat/bootstrap", "true")]);
+    let annotations = [("habitat/bootstrap", "true"), ("habitat/ring-key-secret", "none")];
+    let mut sts = objects::statefulset_json("ring", "members", 3, &annotations);
     sts["spec"]["ordinals"] = json!({"start": 5});
-    sts["spec"]["template"]["spec"]["containers"][0]["args"] =
-        json!(["sup", "run", "core/redis", "--listen-gossip", "0.0.0.0:9700"]);
+    let container = &mut sts["spec"]["template"]["spec"]["containers"][0];
+    container["args"] = json!([
+        "sup",
+        "run",
+        "core/redis",
+        "--listen-gossip",
+        "0.0.0.0:9700",
+        "--listen-ctl",
+        "127.0.0.1:9800"
+    ]);
+    container.as_object_mut().unwrap().remove("volumeMounts");
+    sts["spec"]["template"]["spec"].as_object_mut().unwrap().remove("volumes");
     let sts: StatefulSet = serde_json::from_value(sts).unwrap();
     create_statefulset(client, &ns, &sts, &objects::headless_service("members", "ring")).await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let ready = wait_ready(&pods, "ring", &[5, 6, 7]).await;
-    let f = |o| format!("{}:9700", fqdn("ring", o, "members", &ns));
-    assert_eq!(peers(&ready[&5]), Vec::<String>::new());
-    assert_eq!(peers(&ready[&6]), vec![f(5)]);
-    assert_eq!(peers(&ready[&7]), vec![f(5), f(6)]);
-    assert_eq!(env(&ready[&7], "HABITAT_BOOTSTRAP_POD_FQDN"), Some(fqdn("ring", 7, "members", &ns)));
+    for (ordinal, pod) in &ready {
+        assert_injected(pod);
+        assert_eq!(env(pod, "HABITAT_BOOTSTRAP_POD_FQDN"), Some(fqdn("ring", *ordinal, "members", &ns)));
+        assert_eq!(env(pod, "HABITAT_BOOTSTRAP_ORDINAL"), Some(ordinal.to_string()));
+        assert_eq!(flag(sidecar(pod), "--gossip-port").as_deref(), Some("9700"));
+        assert_eq!(flag(sidecar(pod), "--ctl-gateway").as_deref(), Some("127.0.0.1:9800"));
+        // Nothing of the user's at /hab/sup: ours, an emptyDir, shared with the sidecar.
+        let state = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "habitat-supervisor-state");
+        assert!(state.and_then(|v| v.empty_dir.as_ref()).is_some(), "{ordinal}: {:?}", volume_names(pod));
+        // `none`: no key, no Secret.
+        assert_eq!(ring_key_ref(pod), None);
+    }
+    let stored = Api::<StatefulSet>::namespaced(client.clone(), &ns).get("ring").await.unwrap();
+    assert_eq!(stored.metadata.annotations.unwrap()["habitat/ring-key-secret"], "none");
+    assert!(secret_names(client, &ns).await.iter().all(|s| !s.ends_with("-habitat-ring")));
 }
 
-/// 7: a server-side dry-run create is mutated and leaves no Event behind.
+/// 7: a server-side dry-run create is mutated (the ring key named) but creates no Secret and
+/// leaves no Event behind; the real create that follows creates the Secret.
 async fn s7_dry_run(client: &Client) {
     let ns = namespace(client, "e2e-dryrun").await;
-    let sts = objects::statefulset("redis", "redis", 1, &[("habitat/bootstrap", "true")]);
+    // No replicas yet: nothing has created the ring key's Secret.
+    let sts = objects::statefulset("redis", "redis", 0, &[("habitat/bootstrap", "true")]);
     create_statefulset(client, &ns, &sts, &objects::headless_service("redis", "redis")).await;
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let stored = statefulsets.get("redis").await.unwrap();
+    assert_eq!(
+        stored.metadata.annotations.as_ref().unwrap()["habitat/ring-key-secret"],
+        "redis-habitat-ring"
+    );
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let ready = wait_ready(&pods, "redis", &[0]).await;
-    let stored = Api::<StatefulSet>::namespaced(client.clone(), &ns).get("redis").await.unwrap();
 
-    // What the controller would send for ordinal 3, by hand, as a dry run.
-    let mut pod: Value = serde_json::to_value(&ready[&0]).unwrap();
-    for field in ["uid", "resourceVersion", "creationTimestamp", "managedFields", "annotations"] {
-        pod["metadata"].as_object_mut().unwrap().remove(field);
-    }
-    pod.as_object_mut().unwrap().remove("status");
-    pod["metadata"]["name"] = json!("redis-3");
-    pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!("redis-3");
-    pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!("3");
-    pod["metadata"]["ownerReferences"][0]["uid"] = json!(stored.metadata.uid);
-    let spec: &mut Value = &mut pod["spec"];
-    spec["hostname"] = json!("redis-3");
-    spec.as_object_mut().unwrap().remove("initContainers");
-    spec["containers"] =
-        json!([{"name": "redis", "image": "core/redis:e2e", "args": ["sup", "run", "core/redis"]}]);
-    let pod: Pod = serde_json::from_value(pod).unwrap();
+    // What the controller would send for ordinal 0, by hand, as a dry run.
+    let template = stored.spec.as_ref().unwrap().template.clone();
+    let mut labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    labels.insert("statefulset.kubernetes.io/pod-name".into(), "redis-0".into());
+    labels.insert("apps.kubernetes.io/pod-index".into(), "0".into());
+    let mut spec = serde_json::to_value(&template.spec).unwrap();
+    spec["hostname"] = json!("redis-0");
+    spec["subdomain"] = json!("redis");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {
+            "name": "redis-0",
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "redis",
+                                 "uid": stored.metadata.uid, "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": spec,
+    }))
+    .unwrap();
     let created = pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.unwrap();
-    assert_eq!(peers(&created), vec![fqdn("redis", 0, "redis", &ns)]);
     assert_injected(&created);
-    assert!(pods.get_opt("redis-3").await.unwrap().is_none());
+    assert_eq!(ring_key_ref(&created), Some(("redis-habitat-ring".to_owned(), "ring-key".to_owned())));
+    assert!(pods.get_opt("redis-0").await.unwrap().is_none());
+    assert!(secret_names(client, &ns).await.is_empty(), "a dry run creates no Secret");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap();
-    let about_3 =
-        events.items.iter().filter(|e| e.note.as_deref().unwrap_or_default().contains("redis-3")).count();
-    assert_eq!(about_3, 0, "a dry run leaves no Event");
+    assert!(events.items.is_empty(), "a dry run leaves no Event: {:?}", events.items);
+
+    // The real pod: now the Secret exists.
+    scale(client, &ns, "redis", 1).await;
+    let ready = wait_ready(&pods, "redis", &[0]).await;
+    assert_ring_key(client, &ns, "redis", &ready[&0]).await;
 }
 
-/// 8: a namespace enforcing the "restricted" Pod Security profile admits our sidecar.
+/// 8: a namespace enforcing the "restricted" Pod Security profile admits our sidecar, which runs as
+/// the Supervisor's user (42) to share its files.
 async fn s8_restricted_pod_security(client: &Client) {
     let labels = json!({"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"});
     let ns = namespace_with(client, "e2e-restricted", labels).await;
@@ -343,7 +495,65 @@ async fn s8_restricted_pod_security(client: &Client) {
     create_statefulset(client, &ns, &sts, &objects::headless_service("secure", "secure")).await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let ready = wait_ready(&pods, "secure", &[0, 1]).await;
-    ready.values().for_each(assert_injected);
+    for pod in ready.values() {
+        assert_injected(pod);
+        let security = sidecar(pod).security_context.clone().unwrap();
+        assert_eq!((security.run_as_user, security.run_as_non_root), (Some(42), Some(true)));
+    }
+}
+
+/// 10: the ring key's Secret cannot be created (a quota of no Secrets): each pod is refused with
+/// the reason, recorded as an InjectionDenied Event on the StatefulSet (and no Injected one);
+/// annotated `habitat/ring-key-secret: none`, the pods start without a key.
+async fn s10_ring_key_not_created(client: &Client) {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let ns = namespace(client, "e2e-no-secrets").await;
+    let quota: ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "no-secrets"}, "spec": {"hard": {"secrets": "0"}}}),
+    )
+    .unwrap();
+    Api::<ResourceQuota>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+    let sts = objects::statefulset("redis", "redis", 1, &[("habitat/bootstrap", "true")]);
+    create_statefulset(client, &ns, &sts, &objects::headless_service("redis", "redis")).await;
+    let core_events = Api::<CoreEvent>::namespaced(client.clone(), &ns);
+    let refusal = eventually(ROLLOUT, "a FailedCreate event naming the Secret", || async {
+        let list = core_events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            let message = e.message.unwrap_or_default();
+            (e.reason.as_deref() == Some("FailedCreate")
+                && message.contains(&format!("cannot create Secret {ns}/redis-habitat-ring")))
+            .then_some(message)
+        })
+    })
+    .await;
+    eprintln!("refusal without the ring key's Secret: {refusal}");
+    assert!(refusal.contains("habitat/ring-key-secret=none"), "{refusal}");
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    let denied = eventually(Duration::from_secs(20), "an InjectionDenied Event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| e.reason.as_deref() == Some("InjectionDenied"))
+    })
+    .await;
+    assert_eq!(denied.type_.as_deref(), Some("Warning"));
+    assert_eq!(denied.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("redis"));
+    let note = denied.note.unwrap_or_default();
+    assert!(note.starts_with("redis-0: cannot create Secret"), "{note}");
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    assert!(pods.get_opt("redis-0").await.unwrap().is_none(), "refused, not started without its key");
+    let all = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(!all.iter().any(|e| e.reason.as_deref() == Some("Injected")), "a refused pod is not 'Injected'");
+
+    let none = json!({"metadata": {"annotations": {"habitat/ring-key-secret": "none"}}});
+    Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .patch("redis", &PatchParams::default(), &Patch::Merge(none))
+        .await
+        .unwrap();
+    let ready = wait_ready(&pods, "redis", &[0]).await;
+    assert_injected(&ready[&0]);
+    assert_eq!(ring_key_ref(&ready[&0]), None);
 }
 
 /// 9: another mutating webhook after ours changes the pod, so the API server calls ours again
@@ -359,11 +569,12 @@ async fn s9_reinvocation(client: &Client, webhook: &Webhook) {
     let pod = &ready[&1];
     let names: Vec<&str> = supervisor(pod).env.iter().flatten().map(|e| e.name.as_str()).collect();
     assert_eq!(names.iter().filter(|n| **n == "OTHER_WEBHOOK").count(), 1, "{names:?}");
-    for ours in ["HABITAT_BOOTSTRAP_PEERS", "HABITAT_BOOTSTRAP_ORDINAL", "HABITAT_BOOTSTRAP_POD_IP"] {
+    for ours in ["HAB_RING_KEY", "HABITAT_BOOTSTRAP_ORDINAL", "HABITAT_BOOTSTRAP_POD_IP"] {
         assert_eq!(names.iter().filter(|n| **n == ours).count(), 1, "{ours} in {names:?}");
     }
-    assert_eq!(peers(pod), vec![fqdn("redis", 0, "redis", &ns)]);
-    assert_eq!(sidecars(pod), 1);
+    assert_injected(pod);
+    let sup = args(supervisor(pod));
+    assert_eq!(sup.iter().filter(|a| *a == "--peer-watch-file").count(), 1, "{sup:?}");
     assert!(other.calls() >= 2, "the other webhook was called for both pods");
     // Each pod was admitted twice by us, and the second time changed nothing.
     let unchanged = webhook

@@ -58,7 +58,7 @@ async fn register_scoped(client: &Client, name: &str, port: u16, ns: &str) {
 
 /// Runs `hab-bootstrap certs ensure` (the real binary) and returns (success, stdout + stderr).
 async fn certs_ensure(ns: &str, config: &str, secret: &str, extra: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"))
+    let out = tokio::process::Command::new(support::webhook_process::binary())
         .args(["certs", "ensure", "--namespace", ns, "--secret", secret, "--service", SERVICE])
         .args(["--webhook-config", config, "--ip", "127.0.0.1", "--propagation-delay", "2s"])
         .args(extra)

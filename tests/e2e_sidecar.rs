@@ -510,6 +510,32 @@ async fn least_privilege(admin: &Client, sidecar: &Client, dir: &Path) {
     let deleted = pods.delete("neighbour", &DeleteParams::default()).await.map(|_| Pod::default());
     assert_refused_by_rbac(&deleted, "deleting a pod", "delete");
 
+    // Events about its pod (a departed predecessor), in its namespace only.
+    let event = |ns: &str| -> k8s_openapi::api::events::v1::Event {
+        serde_json::from_value(json!({
+            "metadata": {"generateName": "solo-"},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "hab-bootstrap.habitat.sh/sidecar",
+            "reportingInstance": "solo",
+            "action": "Depart",
+            "reason": "PredecessorDeparted",
+            "type": "Normal",
+            "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": "solo"},
+        }))
+        .unwrap()
+    };
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(sidecar.clone(), NS)
+        .create(&PostParams::default(), &event(NS))
+        .await
+        .expect("an Event in its namespace");
+    let result = Api::<k8s_openapi::api::events::v1::Event>::namespaced(sidecar.clone(), NS_OTHER)
+        .create(&PostParams::default(), &event(NS_OTHER))
+        .await
+        .map(|_| Pod::default());
+    let (code, text) = status_of(&result).expect("an Event in another namespace is refused");
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("cannot create resource \"events\""), "{text}");
+
     let as_admin = Api::<Pod>::namespaced(admin.clone(), NS);
     let (_, unbound) = identity(admin, dir, NS, SA, None).await;
     let result = merge(&Api::namespaced(unbound, NS), "solo", role_patch(json!("leader"))).await;

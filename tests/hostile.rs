@@ -57,7 +57,6 @@ async fn start() -> Server {
     let cluster = MemoryCluster {
         statefulsets: vec![statefulset("redis", "default", "redis-headless", 3, &[]), plain],
         services: vec![headless_service("redis-headless", "default", true)],
-        pods: vec![sibling("redis", "default", 0, true), sibling("redis", "default", 1, true)],
         ..Default::default()
     };
     let app = router(Arc::new(admission(cluster)));

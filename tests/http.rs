@@ -16,7 +16,6 @@ fn app() -> axum::Router {
     let cluster = MemoryCluster {
         statefulsets: vec![statefulset("redis", "default", "redis-headless", 3, &[])],
         services: vec![headless_service("redis-headless", "default", true)],
-        pods: vec![sibling("redis", "default", 0, true)],
         ..Default::default()
     };
     router(Arc::new(admission(cluster)))

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use hab_bootstrap::commands::inject::render;
 use hab_bootstrap::injection::settings::InjectionSettings;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const EXAMPLE: &str = include_str!("../examples/redis.yaml");
 
@@ -23,35 +23,104 @@ fn inject(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
-fn peers(pod: &Value) -> Vec<String> {
-    let args: Vec<&str> = pod["spec"]["containers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    args.windows(2).filter(|w| w[0] == "--peer").map(|w| w[1].split('.').next().unwrap().to_owned()).collect()
+fn supervisor_args(pod: &Value) -> Vec<&str> {
+    pod["spec"]["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect()
+}
+
+fn env<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    pod["spec"]["containers"][0]["env"].as_array()?.iter().find(|e| e["name"] == name)
+}
+
+fn flag<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    let args = container["args"].as_array()?;
+    args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].as_str())
 }
 
 #[test]
-fn renders_each_ordinal_of_a_first_rollout_and_a_recreated_pod_zero() {
+fn renders_each_ordinal_with_the_peer_watch_file() {
     let (ok, out, err) = inject(&["-f", "examples/redis.yaml", "--ordinal", "2", "-o", "json"], None);
     assert!(ok, "{err}");
     let pod: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(peers(&pod), ["redis-0", "redis-1"]);
     assert_eq!(pod["metadata"]["name"], "redis-2");
-    assert_eq!(pod["spec"]["initContainers"][0]["name"], "habitat-role");
     assert_eq!(pod["metadata"]["labels"]["habitat/bootstrap"], "true");
+    let args = supervisor_args(&pod);
+    assert_eq!(&args[args.len() - 2..], ["--peer-watch-file", "/habitat-bootstrap/peers"]);
+    assert!(!args.contains(&"--peer"), "{args:?}");
+    assert!(env(&pod, "HABITAT_BOOTSTRAP_PEERS").is_none());
+    assert_eq!(env(&pod, "HABITAT_BOOTSTRAP_ORDINAL").unwrap()["value"], "2");
+    let sidecar = &pod["spec"]["initContainers"][0];
+    assert_eq!(sidecar["name"], "habitat-role");
+    assert_eq!(flag(sidecar, "--peer-watch-file"), Some("/habitat-bootstrap/peers"));
     assert!(err.is_empty(), "no warnings for the example: {err}");
 
-    let (ok, out, _) = inject(&["-f", "-", "--ordinal", "0", "--live", "1,2", "-o", "json"], Some(EXAMPLE));
-    assert!(ok);
-    assert_eq!(peers(&serde_json::from_str(&out).unwrap()), ["redis-1", "redis-2"]);
+    // From stdin, YAML out: every ordinal renders the same way (no live members to choose from).
+    for ordinal in ["0", "1"] {
+        let (ok, out, err) = inject(&["-f", "-", "--ordinal", ordinal], Some(EXAMPLE));
+        assert!(ok, "{err}");
+        let pod: Value = serde_yaml_ng::from_str(&out).unwrap();
+        let args = supervisor_args(&pod);
+        assert_eq!(&args[args.len() - 2..], ["--peer-watch-file", "/habitat-bootstrap/peers"], "{ordinal}");
+        assert!(!args.contains(&"--peer"), "{ordinal}: {args:?}");
+    }
+}
 
-    let (ok, out, _) = inject(&["-f", "examples/redis.yaml", "--ordinal", "1", "--live", ""], None);
-    assert!(ok);
-    let pod: Value = serde_yaml_ng::from_str(&out).unwrap();
-    assert_eq!(peers(&pod), ["redis-0"], "nobody alive: the first ordinal, with a warning");
+/// `inject` renders as if the StatefulSet were created now: through our StatefulSet webhook, it
+/// gets a ring key of its own; the Supervisor's state is shared with the sidecar.
+#[test]
+fn renders_the_ring_key_and_the_supervisor_state() {
+    let rendered = render(EXAMPLE, 1, &InjectionSettings::default()).unwrap();
+    assert!(rendered.warnings.is_empty(), "{:?}", rendered.warnings);
+    let pod = serde_json::to_value(&rendered.pod).unwrap();
+    assert_eq!(
+        env(&pod, "HAB_RING_KEY").unwrap(),
+        &json!({"name": "HAB_RING_KEY", "valueFrom": {"secretKeyRef": {"name": "redis-habitat-ring", "key": "ring-key", "optional": false}}})
+    );
+    // The example keeps /hab/sup on its volume claim: the sidecar mounts that, runs as root like
+    // the Supervisor (no runAsUser), and talks to the default control gateway.
+    let sidecar = &pod["spec"]["initContainers"][0];
+    let mounts = sidecar["volumeMounts"].as_array().unwrap();
+    assert!(mounts.contains(&json!({"name": "hab-sup", "mountPath": "/habitat-supervisor"})), "{mounts:?}");
+    assert_eq!(flag(sidecar, "--sup-state-dir"), Some("/habitat-supervisor/default"));
+    assert_eq!(flag(sidecar, "--ctl-gateway"), Some("127.0.0.1:9632"));
+    assert_eq!(sidecar["securityContext"]["runAsUser"], 0);
+    let volumes: Vec<&Value> =
+        pod["spec"]["volumes"].as_array().unwrap().iter().map(|v| &v["name"]).collect();
+    assert!(!volumes.contains(&&json!("habitat-supervisor-state")), "{volumes:?}");
+    assert!(volumes.contains(&&json!("habitat-bootstrap-peers")), "{volumes:?}");
+
+    // Without a volume of its own for /hab/sup, it gets an emptyDir (restarts in place keep it).
+    let no_state =
+        EXAMPLE.replace("          volumeMounts:\n            - {name: hab-sup, mountPath: /hab/sup}\n", "");
+    assert_ne!(no_state, EXAMPLE);
+    let rendered = render(&no_state, 1, &InjectionSettings::default()).unwrap();
+    let pod = serde_json::to_value(&rendered.pod).unwrap();
+    let state =
+        pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "habitat-supervisor-state");
+    assert_eq!(state, Some(&json!({"name": "habitat-supervisor-state", "emptyDir": {}})));
+    let sup_mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(sup_mounts.contains(&json!({"name": "habitat-supervisor-state", "mountPath": "/hab/sup"})));
+    let sidecar = &pod["spec"]["initContainers"][0];
+    let mounts = sidecar["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts.contains(&json!({"name": "habitat-supervisor-state", "mountPath": "/habitat-supervisor"}))
+    );
+    assert_eq!(flag(sidecar, "--sup-state-dir"), Some("/habitat-supervisor/default"));
+    assert!(
+        rendered.warnings.iter().any(|w| w.contains("not on a PersistentVolume")),
+        "{:?}",
+        rendered.warnings
+    );
+
+    // A StatefulSet that says `none` gets no key, and is told so.
+    let no_key = EXAMPLE.replace(
+        "    habitat/bootstrap: \"true\"\n",
+        "    habitat/bootstrap: \"true\"\n    habitat/ring-key-secret: none\n",
+    );
+    assert_ne!(no_key, EXAMPLE);
+    let rendered = render(&no_key, 1, &InjectionSettings::default()).unwrap();
+    let pod = serde_json::to_value(&rendered.pod).unwrap();
+    assert!(env(&pod, "HAB_RING_KEY").is_none());
+    assert!(rendered.warnings.iter().any(|w| w.starts_with("no ring key")), "{:?}", rendered.warnings);
 }
 
 #[test]
@@ -62,12 +131,16 @@ fn takes_the_webhook_settings() {
         native_sidecar: false,
         ..Default::default()
     };
-    let rendered = render(EXAMPLE, 1, None, &settings).unwrap();
+    let rendered = render(EXAMPLE, 1, &settings).unwrap();
     let pod = serde_json::to_value(&rendered.pod).unwrap();
-    let args = pod["spec"]["containers"][0]["args"].to_string();
-    assert!(args.contains("redis-0.redis.default.svc.corp.example"), "{args}");
+    assert_eq!(
+        env(&pod, "HABITAT_BOOTSTRAP_POD_FQDN").unwrap()["value"],
+        "redis-1.redis.default.svc.corp.example"
+    );
     assert_eq!(pod["spec"]["containers"][1]["image"], "registry.example/hab-bootstrap:1");
     assert!(pod["spec"]["initContainers"].is_null());
+    // Not a native sidecar: nothing holds the Supervisor back, so no startup probe.
+    assert!(pod["spec"]["containers"][1]["startupProbe"].is_null());
 }
 
 #[test]
@@ -87,16 +160,21 @@ fn useful_errors() {
         assert!(!ok && out.is_empty(), "{want}");
         assert!(err.contains(want), "{want}: {err}");
     }
-    let (ok, _, err) = inject(&["-f", "examples/redis.yaml", "--ordinal", "1", "--live", "0,x"], None);
-    assert!(!ok && err.contains("\"x\" is not an ordinal"), "{err}");
+    // --live (the members alive at admission) went with the --peer mode.
+    let (ok, _, err) = inject(&["-f", "examples/redis.yaml", "--ordinal", "1", "--live", "0"], None);
+    assert!(!ok && err.contains("--live"), "{err}");
     let (ok, _, err) = inject(&["-f", "/nonexistent.yaml", "--ordinal", "1"], None);
     assert!(!ok && err.contains("reading /nonexistent.yaml"), "{err}");
     let (ok, _, err) = inject(&["-f", "examples/redis.yaml", "--ordinal", "7"], None);
     assert!(ok && err.contains("outside the StatefulSet's ordinals 0..3"), "{err}");
-    // An absurd ordinal is rendered (with the StatefulSet's 3 members as live peers), not an
-    // out-of-memory: the fuzzer's finding.
+    // An absurd ordinal is rendered, not an out-of-memory: the fuzzer's finding.
     let (ok, out, err) =
         inject(&["-f", "examples/redis.yaml", "--ordinal", "4294967295", "-o", "json"], None);
     assert!(ok, "{err}");
-    assert_eq!(peers(&serde_json::from_str(&out).unwrap()), ["redis-0", "redis-1", "redis-2"]);
+    let pod: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pod["metadata"]["name"], "redis-4294967295");
+    assert_eq!(
+        flag(&pod["spec"]["initContainers"][0], "--peer-watch-file"),
+        Some("/habitat-bootstrap/peers")
+    );
 }

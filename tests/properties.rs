@@ -1,9 +1,9 @@
 //! Properties over generated pods: the patch applies cleanly to whatever pod we are given, a second
-//! admission of the result changes nothing, and nothing but the supervisor container is touched.
+//! admission of the result changes nothing, nothing but the supervisor container is touched, and
+//! what the design promises holds for every pod: the sidecar once, the peer watch file unless the
+//! user passes peers (never a `--peer`), the Supervisor's state on a volume the sidecar shares.
 
 mod support;
-
-use std::collections::BTreeSet;
 
 use futures::executor::block_on;
 use proptest::prelude::*;
@@ -35,6 +35,10 @@ fn args() -> impl Strategy<Value = Option<Vec<&'static str>>> {
         Just("sup"),
         Just("run"),
         Just("--peer=x"),
+        Just("--ring"),
+        Just("prod-ring"),
+        Just("--listen-ctl"),
+        Just("127.0.0.1:9800"),
         Just("ünïcødé"),
         Just(""),
     ];
@@ -48,7 +52,7 @@ fn args() -> impl Strategy<Value = Option<Vec<&'static str>>> {
 fn env() -> impl Strategy<Value = Vec<Value>> {
     let var = prop_oneof![
         Just(json!({"name": "HABITAT_BOOTSTRAP_ORDINAL", "value": "user"})),
-        Just(json!({"name": "HABITAT_BOOTSTRAP_PEERS", "value": ""})),
+        Just(json!({"name": "HAB_RING_KEY", "value": "SYM-SEC-1"})),
         Just(json!({"name": "HAB_REDIS", "value": "port = 6379"})),
         Just(
             json!({"name": "HAB_SUP_GATEWAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}})
@@ -125,15 +129,21 @@ fn options() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
     (
         prop_oneof![Just(""), Just("peer"), Just("watch-file")],
         prop_oneof![Just(""), Just("true"), Just("false")],
+        prop_oneof![Just(""), Just("redis-habitat-ring"), Just("none")],
     )
-        .prop_map(|(mode, sidecar)| vec![("habitat/peer-mode", mode), ("habitat/role-sidecar", sidecar)])
+        .prop_map(|(mode, sidecar, key)| {
+            vec![
+                ("habitat/peer-mode", mode),
+                ("habitat/role-sidecar", sidecar),
+                ("habitat/ring-key-secret", key),
+            ]
+        })
 }
 
-fn admit(pod: &Value, live: &BTreeSet<u32>, options: &[(&str, &str)]) -> Answer {
+fn admit(pod: &Value, options: &[(&str, &str)]) -> Answer {
     let cluster = MemoryCluster {
         statefulsets: vec![statefulset("redis", "default", "redis", 3, options)],
         services: vec![headless_service("redis", "default", true)],
-        pods: live.iter().map(|&o| sibling("redis", "default", o, true)).collect(),
         ..Default::default()
     };
     let a = admission(cluster);
@@ -147,20 +157,15 @@ proptest! {
     #[test]
     fn patch_applies_and_converges(
         pod in pod(),
-        live in proptest::collection::btree_set(0u32..6, 0..5),
         options in options(),
     ) {
-        let answer = admit(&pod, &live, &options);
-        if !answer.allowed {
-            // A denial must say why, and only for contradictory options.
-            let message = answer.message.unwrap_or_default();
-            prop_assert!(message.contains("watch-file") || message.contains("habitat-role"), "{}", message);
-            return Ok(());
-        }
+        let answer = admit(&pod, &options);
+        // Every generated option is accepted and no generated container is named habitat-role.
+        prop_assert!(answer.allowed, "{:?}", answer.message);
         let once = patched(&pod, &answer);
 
         // Converges: a second admission of the injected pod changes nothing.
-        let again = admit(&once, &live, &options);
+        let again = admit(&once, &options);
         prop_assert!(again.allowed);
         prop_assert_eq!(&patched(&once, &again), &once);
         prop_assert!(again.patch.is_none());
@@ -180,8 +185,56 @@ proptest! {
         if let Some(init) = pod["spec"]["initContainers"].as_array() {
             prop_assert_eq!(&once["spec"]["initContainers"].as_array().unwrap()[..init.len()], &init[..]);
         }
-        // Each injected item once.
-        let sidecars = once["spec"]["initContainers"].as_array().into_iter().flatten().filter(|c| c["name"] == "habitat-role").count();
-        prop_assert!(sidecars <= 1);
+        // Each injected item once: the sidecar always, whatever habitat/role-sidecar says.
+        let init = once["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
+        let sidecars: Vec<&Value> = init.iter().filter(|c| c["name"] == "habitat-role").collect();
+        prop_assert_eq!(sidecars.len(), 1);
+        let sidecar = sidecars[0];
+        let no_label = sidecar["args"].as_array().unwrap().contains(&json!("--no-role-label"));
+        prop_assert_eq!(no_label, options.contains(&("habitat/role-sidecar", "false")));
+
+        // The supervisor: the watch file appended unless the user passes peers; never a --peer.
+        let status: Value =
+            serde_json::from_str(once["metadata"]["annotations"]["habitat/bootstrap-status"].as_str().unwrap()).unwrap();
+        let name = status["supervisor"].as_str().unwrap();
+        let index = before.iter().position(|c| c["name"] == name).unwrap();
+        let count = |c: &Value, token: &str| c["args"].as_array().into_iter().flatten().filter(|a| *a == token).count();
+        prop_assert_eq!(count(&after[index], "--peer"), count(&before[index], "--peer"));
+        let watch_file = status["peerWatchFile"].as_str();
+        prop_assert_eq!(
+            count(&after[index], "--peer-watch-file"),
+            count(&before[index], "--peer-watch-file") + usize::from(watch_file.is_some())
+        );
+        if let Some(path) = watch_file {
+            prop_assert_eq!(path, "/habitat-bootstrap/peers");
+            let args = after[index]["args"].as_array().unwrap();
+            prop_assert_eq!(&args[args.len() - 2..], &[json!("--peer-watch-file"), json!(path)]);
+        }
+        prop_assert!(!env_names(&after[index]).contains(&"HABITAT_BOOTSTRAP_PEERS".to_owned()));
+
+        // /hab/sup/default is on a volume (the user's at /hab, or the one we add at /hab/sup) that
+        // the sidecar mounts at /habitat-supervisor.
+        let mounts = after[index]["volumeMounts"].as_array().unwrap();
+        let state = mounts.iter().find(|m| m["mountPath"] == "/hab" || m["mountPath"] == "/hab/sup").unwrap();
+        let injected = state["name"] == "habitat-supervisor-state";
+        let volumes: Vec<&str> = status["volumes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        prop_assert_eq!(injected, volumes.contains(&"habitat-supervisor-state"));
+        let sidecar_mount = sidecar["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == "/habitat-supervisor");
+        prop_assert_eq!(&sidecar_mount.unwrap()["name"], &state["name"]);
+        let dir = if injected { "/habitat-supervisor/default" } else { "/habitat-supervisor/sup/default" };
+        prop_assert!(sidecar["args"].to_string().contains(&format!("\"--sup-state-dir\",\"{dir}\"")), "{}", sidecar["args"]);
+        let pod_volumes = once["spec"]["volumes"].as_array().unwrap();
+        for volume in &volumes {
+            prop_assert_eq!(pod_volumes.iter().filter(|v| v["name"] == *volume).count(), 1);
+        }
     }
+}
+
+fn env_names(container: &Value) -> Vec<String> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect()
 }

@@ -40,7 +40,7 @@ async fn start(ca: &CertificateAuthority) -> Server {
     start_with_delay(ca, Duration::ZERO).await
 }
 
-async fn start_with_delay(ca: &CertificateAuthority, list_delay: Duration) -> Server {
+async fn start_with_delay(ca: &CertificateAuthority, read_delay: Duration) -> Server {
     hab_bootstrap::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     write_pair(dir.path(), &issue(ca));
@@ -48,8 +48,7 @@ async fn start_with_delay(ca: &CertificateAuthority, list_delay: Duration) -> Se
     let cluster = MemoryCluster {
         statefulsets: vec![statefulset("redis", "default", "redis-headless", 3, &[])],
         services: vec![headless_service("redis-headless", "default", true)],
-        pods: vec![sibling("redis", "default", 0, true), sibling("redis", "default", 1, true)],
-        list_delay,
+        read_delay,
         ..Default::default()
     };
     let app = router(Arc::new(admission(cluster)));

@@ -169,11 +169,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         self.check_opted_in(request, &pod_name, &candidate, &sts)?;
         let pod: Pod = request.object().map_err(|e| Stop::Denied(Denial::UnreadablePod(e)))?;
         let facts = self.gather_facts(&pod_name, sts, &pod).await;
-        let (patch, warnings, ring_key) = self.inject(request, &pod_name, pod, &facts)?;
-        if let Some(secret) = ring_key {
-            self.ensure_ring_key(request, &pod_name, &secret, &facts.statefulset).await?;
-        }
-        Ok((patch, warnings))
+        self.inject(request, &pod_name, pod, &facts).await
     }
 
     /// The StatefulSet that owns the pod, from the cache (or, for a pod labelled ours, the API).
@@ -230,14 +226,16 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         Facts { service: self.cluster.service(ns, &service_name), statefulset: sts, sidecar_can_label }
     }
 
-    /// Decides, and explains the decision: the patch and its warnings, or the denial.
-    fn inject(
+    /// Decides, and explains the decision: the patch and its warnings, or the denial. The ring
+    /// key's Secret is ensured before the injection is counted and recorded, so that a pod denied
+    /// for want of it gets no `Injected` Event.
+    async fn inject(
         &self,
         request: &Request<'_>,
         pod_name: &PodName,
         pod: Pod,
         facts: &Facts,
-    ) -> Result<(Patch, Vec<String>, Option<String>), Stop> {
+    ) -> Result<(Patch, Vec<String>), Stop> {
         let name = &pod_name.name;
         let injection = match decision::decide(&pod, facts, &self.settings) {
             Decision::Inject(injection) => injection,
@@ -261,6 +259,9 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             debug!(%summary, "already injected");
             return Err(Stop::Unchanged);
         }
+        if let Some(secret) = &status.ring_key_secret {
+            self.ensure_ring_key(request, pod_name, secret, &facts.statefulset).await?;
+        }
         let peers = if status.peer_watch_file.is_some() { "peer_file" } else { "user_peers" };
         self.metrics.injections.get_or_create(&ReasonLabels { reason: peers }).inc();
         info!(%summary, warnings = warnings.len(), dry_run = request.dry_run, "injected");
@@ -271,7 +272,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             }
             self.events.publish(&facts.statefulset, name, EventType::Normal, "Injected", note);
         }
-        Ok((patch, warnings.into_iter().map(truncate).collect(), status.ring_key_secret))
+        Ok((patch, warnings.into_iter().map(truncate).collect()))
     }
 
     /// The ring key's Secret must exist before the pod starts (its variable names it); never

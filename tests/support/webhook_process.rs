@@ -2,8 +2,16 @@
 //! (`tests/e2e.rs`, `tests/e2e_certs.rs`, `tests/faults.rs`).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// The `hab-bootstrap` binary the processes run: `HAB_BOOTSTRAP_BIN` if set (a copy taken right
+/// after the build, when another worktree shares the target directory and may overwrite its
+/// `debug/hab-bootstrap` while the suite runs), else the one Cargo built for this test.
+pub fn binary() -> PathBuf {
+    std::env::var_os("HAB_BOOTSTRAP_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_hab-bootstrap").into(), PathBuf::from)
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -14,7 +22,7 @@ pub fn free_port() -> u16 {
 /// (`PR_SET_PDEATHSIG`), so a test killed by a timeout leaves no webhook behind. Callers add their
 /// own flags, then spawn.
 pub fn webhook_command(port: u16, admin_port: u16, certs: &Path, log: File) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"));
+    let mut command = Command::new(binary());
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         use std::os::unix::process::CommandExt;
