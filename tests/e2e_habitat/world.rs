@@ -543,7 +543,7 @@ impl World {
             (None, _) => problems.push("nothing mounted at /hab/sup in the Supervisor".into()),
             (Some(m), SupVolume::None) => {
                 let injected = spec.volumes.iter().flatten().find(|v| v.name == m.name);
-                if m.name != STATE_VOLUME || !injected.is_some_and(|v| v.empty_dir.is_some()) {
+                if m.name != STATE_VOLUME || injected.is_none_or(|v| v.empty_dir.is_none()) {
                     problems.push(format!("/hab/sup is not the injected emptyDir {STATE_VOLUME}: {m:?}"));
                 }
             }
