@@ -1,0 +1,362 @@
+//! The real `hab-bootstrap webhook` process under abuse, against a small stand-in API server on
+//! 127.0.0.1 (no control plane needed):
+//!
+//! - a flood of large bodies (just under the 8 MiB maximum) from 64 concurrent senders over HTTP/2
+//!   and HTTP/1.1 keeps the process's resident memory under the chart's 128 Mi limit, is shed with
+//!   429/503 + Retry-After, and a real opted-in review sent every 200 ms meanwhile is injected;
+//! - a connection flood beyond `--max-connections` is closed at once while real reviews go on.
+//!
+//! Figures (RSS, answer times, what was shed) are printed with `--nocapture`; RELIABILITY.md
+//! records them.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::IntoResponse;
+use hab_bootstrap::certs::CertificateAuthority;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{Value, json};
+use support::objects::{headless_service, statefulset_json};
+use support::tls_client::{HttpsClient, client};
+use support::webhook_process::{free_port, webhook_command};
+use support::{decode, redis_review};
+
+/// The chart's memory limit of the webhook container.
+const CHART_MEMORY_LIMIT_MIB: f64 = 128.0;
+const STS_UID: &str = "5c0ffee0-0000-4000-8000-00000000f100";
+
+/// A stand-in API server: one opted-in StatefulSet `default/redis` and its headless Service in the
+/// caches, no pods, every access review allowed, Events accepted, watches that never end.
+async fn stand_in_api() -> SocketAddr {
+    let mut sts = statefulset_json("redis", "redis-headless", 3, &[("habitat/bootstrap", "true")]);
+    sts["metadata"]["namespace"] = json!("default");
+    sts["metadata"]["uid"] = json!(STS_UID);
+    sts["metadata"]["resourceVersion"] = json!("1");
+    let mut svc = serde_json::to_value(headless_service("redis-headless", "redis")).unwrap();
+    svc["metadata"]["namespace"] = json!("default");
+    svc["metadata"]["resourceVersion"] = json!("1");
+    let list = |kind: &str, api_version: &str, items: Vec<Value>| json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"}, "items": items});
+    let (sts_list, svc_list) =
+        (list("StatefulSetList", "apps/v1", vec![sts]), list("ServiceList", "v1", vec![svc]));
+    let pod_list = list("PodList", "v1", vec![]);
+    let handler = move |request: Request| {
+        let (sts_list, svc_list, pod_list) = (sts_list.clone(), svc_list.clone(), pod_list.clone());
+        async move {
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or("").to_owned();
+            if request.method() == Method::GET && query.contains("watch=true") {
+                return Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>())
+                    .into_response();
+            }
+            let body: Value = match (request.method().clone(), path.as_str()) {
+                (Method::GET, "/apis/apps/v1/statefulsets") => sts_list,
+                (Method::GET, "/api/v1/services") => svc_list,
+                (Method::GET, p) if p.ends_with("/pods") => pod_list,
+                (Method::POST, p) if p.ends_with("/subjectaccessreviews") => json!({
+                    "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                    "spec": {}, "status": {"allowed": true}
+                }),
+                (Method::POST, p) if p.contains("/events") => {
+                    let bytes = request.into_body().collect().await.unwrap().to_bytes();
+                    serde_json::from_slice(&bytes).unwrap_or(json!({}))
+                }
+                _ => return axum::http::StatusCode::NOT_FOUND.into_response(),
+            };
+            axum::Json(body).into_response()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, Router::new().fallback(handler)).await.unwrap() });
+    addr
+}
+
+fn write_kubeconfig(dir: &Path, api: SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+         clusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
+         users:\n- name: fake\n  user: {{}}\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+pub struct Webhook {
+    pub addr: SocketAddr,
+    pub admin_port: u16,
+    pub ca_pem: String,
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Webhook {
+    /// The binary, its kube client pointed at `api`, with `extra` flags.
+    pub fn start(api: SocketAddr, extra: &[&str]) -> Self {
+        hab_bootstrap::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::generate("flood CA", time::Duration::days(1)).unwrap();
+        let cert = ca
+            .issue(&["localhost".into()], &["127.0.0.1".parse().unwrap()], time::Duration::days(1))
+            .unwrap();
+        hab_bootstrap::certs::write(&dir.path().join("tls.crt"), &cert.cert_pem, 0o644).unwrap();
+        hab_bootstrap::certs::write(&dir.path().join("tls.key"), &cert.key_pem, 0o600).unwrap();
+        let (port, admin_port) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("webhook.log")).unwrap();
+        let mut command = webhook_command(port, admin_port, dir.path(), log);
+        if let Some(bin) = std::env::var_os("HAB_BOOTSTRAP_FLOOD_BIN") {
+            // The same command line against another build (the figures of the build before).
+            let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+            let mut other = std::process::Command::new(bin);
+            other.args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+            other.stderr(std::fs::File::create(dir.path().join("webhook.log")).unwrap());
+            command = other;
+        }
+        let child = command
+            .env("KUBECONFIG", write_kubeconfig(dir.path(), api))
+            .args(["--sidecar-image", "hab-bootstrap:flood", "--shutdown-delay", "0s"])
+            .args(extra)
+            .spawn()
+            .unwrap();
+        Self { addr: ([127, 0, 0, 1], port).into(), admin_port, ca_pem: ca.cert_pem, child, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("webhook.log")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let status = out.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get("/readyz").map(|(s, _)| s) != Some(200) {
+            assert!(Instant::now() < deadline, "not ready in 30 s; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .map_or(0.0, |v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0.0));
+        kib / 1024.0
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A labelled, opted-in review of pod redis-0 (founds the ring: injected with no live read but the
+/// pod list), dry-run.
+pub fn real_review() -> Bytes {
+    let mut r = redis_review();
+    r["request"]["dryRun"] = json!(true);
+    r["request"]["name"] = json!("redis-0");
+    let pod = &mut r["request"]["object"];
+    pod["metadata"]["name"] = json!("redis-0");
+    pod["metadata"]["labels"]["habitat/bootstrap"] = json!("true");
+    pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"] = json!("0");
+    pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!("redis-0");
+    pod["metadata"]["ownerReferences"][0]["uid"] = json!(STS_UID);
+    pod["spec"]["hostname"] = json!("redis-0");
+    Bytes::from(serde_json::to_vec(&r).unwrap())
+}
+
+/// A review whose pod carries an annotation of `size` bytes.
+fn large_review(size: usize) -> Bytes {
+    let mut r = redis_review();
+    r["request"]["object"]["metadata"]["annotations"]["padding"] = json!("");
+    let base = serde_json::to_vec(&r).unwrap().len();
+    r["request"]["object"]["metadata"]["annotations"]["padding"] = json!("x".repeat(size - base));
+    let bytes = serde_json::to_vec(&r).unwrap();
+    assert_eq!(bytes.len(), size);
+    Bytes::from(bytes)
+}
+
+pub async fn post(c: &HttpsClient, addr: SocketAddr, body: Bytes) -> Result<(u16, Bytes), String> {
+    let req = hyper::Request::post(format!("https://{addr}/mutate?timeout=5s"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), c.request(req))
+        .await
+        .map_err(|_| "no answer in 10 s".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.map_err(|e| format!("{e:?}"))?.to_bytes();
+    Ok((status, bytes))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Sends the real review every `every` until `stop`; returns the answer times of the injected
+/// ones and the failures.
+async fn probe(w: &Webhook, stop: &AtomicBool, every: Duration) -> (Vec<Duration>, Vec<String>) {
+    let c = client(&w.ca_pem, true);
+    let body = real_review();
+    let (mut times, mut failures) = (Vec::new(), Vec::new());
+    while !stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        match post(&c, w.addr, body.clone()).await {
+            Ok((200, bytes)) if decode(&bytes).patch.is_some() => times.push(started.elapsed()),
+            Ok((status, bytes)) => failures.push(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
+            Err(e) => failures.push(e),
+        }
+        tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+    }
+    times.sort();
+    (times, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_bodies_stays_under_the_memory_limit_and_real_pods_are_admitted() {
+    let api = stand_in_api().await;
+    let w = Webhook::start(api, &[]);
+    w.wait_ready().await;
+    let idle = w.rss_mib();
+    let large = large_review(8 * 1024 * 1024 - 4096);
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
+    let sent = Arc::new(AtomicU64::new(0));
+    // 64 senders: 6 HTTP/2 connections × 8 streams, 16 HTTP/1.1 connections.
+    let mut senders = Vec::new();
+    for i in 0..22 {
+        let http2 = i < 6;
+        let c = client(&w.ca_pem, http2);
+        for _ in 0..(if http2 { 8 } else { 1 }) {
+            let (c, addr, body, stop, statuses, sent) =
+                (c.clone(), w.addr, large.clone(), stop.clone(), statuses.clone(), sent.clone());
+            senders.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let key = match post(&c, addr, body.clone()).await {
+                        Ok((status, _)) => status.to_string(),
+                        Err(e) if e.contains("no answer") => "timeout".to_owned(),
+                        Err(_) => "connection error".to_owned(),
+                    };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    *statuses.lock().unwrap().entry(key).or_default() += 1;
+                }
+            }));
+        }
+    }
+    let sampler = {
+        let (stop, pid) = (stop.clone(), w.child.id());
+        tokio::spawn(async move {
+            let mut max: f64 = 0.0;
+            while !stop.load(Ordering::SeqCst) {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let kib: f64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .map_or(0.0, |v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0.0));
+                max = max.max(kib / 1024.0);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            max
+        })
+    };
+    let flood_for = Duration::from_secs(15);
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(flood_for).await;
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let (times, failures) = probe(&w, &stop, Duration::from_millis(200)).await;
+    stopper.await.unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let max_rss = sampler.await.unwrap();
+    let metrics = w.get("/metrics").map(|(_, b)| b).unwrap_or_default();
+    let shed: Vec<_> = metrics.lines().filter(|l| l.starts_with("hab_bootstrap_shed_total")).collect();
+    eprintln!(
+        "flood of {} MiB bodies for {flood_for:?}: {} sent, answers {:?}; RSS idle {idle:.1} MiB, max \
+         {max_rss:.1} MiB (limit {CHART_MEMORY_LIMIT_MIB} MiB); real reviews: {} injected, {} failed, \
+         p50 {:?} p99 {:?} max {:?}; {shed:?}",
+        large.len() / (1024 * 1024),
+        sent.load(Ordering::Relaxed),
+        statuses.lock().unwrap(),
+        times.len(),
+        failures.len(),
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times.last().copied().unwrap_or_default(),
+    );
+    assert!(max_rss < CHART_MEMORY_LIMIT_MIB, "RSS reached {max_rss:.1} MiB; log:\n{}", w.log());
+    assert!(failures.is_empty(), "real reviews failed during the flood: {failures:?}");
+    assert!(times.len() >= 40, "only {} real reviews in {flood_for:?}", times.len());
+    let statuses = statuses.lock().unwrap().clone();
+    assert!(statuses.contains_key("503"), "nothing shed: {statuses:?}");
+    // After the flood, still serving.
+    let (status, bytes) = post(&client(&w.ca_pem, false), w.addr, real_review()).await.unwrap();
+    assert!(status == 200 && decode(&bytes).patch.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_connection_limit_connections_are_closed_and_real_pods_are_admitted() {
+    let api = stand_in_api().await;
+    let w = Webhook::start(api, &["--max-connections", "16"]);
+    w.wait_ready().await;
+    // 64 idle TCP connections (they would each hold a slot for the 10 s handshake timeout).
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(tokio::net::TcpStream::connect(w.addr).await.unwrap());
+    }
+    // The 16 first hold the slots; the others were closed at once.
+    let mut closed = 0;
+    for s in &mut idle[16..] {
+        let mut buf = [0u8; 1];
+        use tokio::io::AsyncReadExt;
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 48, "connections beyond the limit must be closed at once");
+    let metrics = w.get("/metrics").unwrap().1;
+    assert!(metrics.contains("hab_bootstrap_shed_total{limit=\"connections\"} 48"), "{metrics}");
+    // Slots come back: after the idle ones go, real reviews are admitted.
+    drop(idle);
+    let c = client(&w.ca_pem, true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match post(&c, w.addr, real_review()).await {
+            Ok((200, bytes)) if decode(&bytes).patch.is_some() => break,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
