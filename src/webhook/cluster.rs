@@ -18,6 +18,7 @@ use tracing::warn;
 
 use crate::injection::decision::{ServiceFact, selector_string};
 use crate::webhook::admission::{ClusterView, EventSink, EventType};
+use crate::webhook::deadline;
 
 pub struct KubeCluster {
     client: Client,
@@ -118,8 +119,9 @@ impl ClusterView for KubeCluster {
         // The controller creates pod 0 milliseconds after the StatefulSet: the watch may not have
         // delivered it yet.
         let api = Api::<StatefulSet>::namespaced(self.client.clone(), ns);
-        match tokio::time::timeout(self.live_read_timeout, api.get_opt(name)).await {
-            Err(_) => Err(format!("no answer from the API server within {:?}", self.live_read_timeout)),
+        let within = deadline::remaining(self.live_read_timeout);
+        match tokio::time::timeout(within, api.get_opt(name)).await {
+            Err(_) => Err(format!("no answer from the API server within {within:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(sts)) => Ok(sts.filter(|s| s.metadata.uid.as_deref() == Some(uid))),
         }
@@ -156,12 +158,8 @@ impl ClusterView for KubeCluster {
             ..Default::default()
         };
         let api = Api::<SubjectAccessReview>::all(self.client.clone());
-        let allowed = match tokio::time::timeout(
-            self.live_read_timeout,
-            api.create(&PostParams::default(), &review),
-        )
-        .await
-        {
+        let within = deadline::remaining(self.live_read_timeout);
+        let allowed = match tokio::time::timeout(within, api.create(&PostParams::default(), &review)).await {
             Ok(Ok(answer)) => answer.status?.allowed,
             Ok(Err(e)) => {
                 warn!(error = %e, "SubjectAccessReview failed; not warning about the sidecar's permissions");
@@ -184,10 +182,11 @@ impl ClusterView for KubeCluster {
         let params = ListParams::default().labels(&selector);
         let started = Instant::now();
         let list = api.list(&params);
-        let result = tokio::time::timeout(self.live_read_timeout, list).await;
+        let within = deadline::remaining(self.live_read_timeout);
+        let result = tokio::time::timeout(within, list).await;
         tracing::debug!(ns, %selector, elapsed = ?started.elapsed(), "listed the StatefulSet's pods");
         match result {
-            Err(_) => Err(format!("no answer from the API server within {:?}", self.live_read_timeout)),
+            Err(_) => Err(format!("no answer from the API server within {within:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(list)) => Ok(list.items),
         }

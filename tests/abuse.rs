@@ -4,7 +4,9 @@
 //! - a flood of large bodies (just under the 8 MiB maximum) from 64 concurrent senders over HTTP/2
 //!   and HTTP/1.1 keeps the process's resident memory under the chart's 128 Mi limit, is shed with
 //!   429/503 + Retry-After, and a real opted-in review sent every 200 ms meanwhile is injected;
-//! - a connection flood beyond `--max-connections` is closed at once while real reviews go on.
+//! - a connection flood beyond `--max-connections` is closed at once while real reviews go on;
+//! - an API server that accepts connections and never answers: a labelled pod gets a reasoned
+//!   denial before the API server's `?timeout=` runs out.
 //!
 //! Figures (RSS, answer times, what was shed) are printed with `--nocapture`; RELIABILITY.md
 //! records them.
@@ -201,7 +203,16 @@ fn large_review(size: usize) -> Bytes {
 }
 
 pub async fn post(c: &HttpsClient, addr: SocketAddr, body: Bytes) -> Result<(u16, Bytes), String> {
-    let req = hyper::Request::post(format!("https://{addr}/mutate?timeout=5s"))
+    post_with_timeout(c, addr, body, "5s").await
+}
+
+pub async fn post_with_timeout(
+    c: &HttpsClient,
+    addr: SocketAddr,
+    body: Bytes,
+    timeout: &str,
+) -> Result<(u16, Bytes), String> {
+    let req = hyper::Request::post(format!("https://{addr}/mutate?timeout={timeout}"))
         .header("content-type", "application/json")
         .body(Full::new(body))
         .unwrap();
@@ -359,4 +370,50 @@ async fn beyond_the_connection_limit_connections_are_closed_and_real_pods_are_ad
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_api_server_gets_a_reasoned_denial_before_the_api_servers_timeout() {
+    // Accepts every connection, reads nothing, answers nothing.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = hung.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hung.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let w = Webhook::start(api, &[]);
+    // Never ready (its caches cannot sync), but serving.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(w.addr).await.is_err() {
+        assert!(Instant::now() < deadline, "not serving in 30 s; log:\n{}", w.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = client(&w.ca_pem, true);
+    // The API server's timeout is the webhook configuration's timeoutSeconds (1 to 30).
+    for (timeout, limit) in [("2s", Duration::from_secs(2)), ("5s", Duration::from_secs(5))] {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (status, bytes) = post_with_timeout(&c, w.addr, real_review(), timeout)
+                .await
+                .unwrap_or_else(|e| panic!("{e}; log:\n{}", w.log()));
+            let took = started.elapsed();
+            let answer = decode(&bytes);
+            assert_eq!(status, 200);
+            assert!(!answer.allowed, "{answer:?}");
+            let message = answer.message.clone().unwrap_or_default();
+            assert!(message.contains("no answer from the API server"), "{message}");
+            assert!(took < limit, "answered in {took:?}, after the API server's {timeout} timeout");
+            times.push(took);
+        }
+        times.sort();
+        eprintln!(
+            "hung API server, ?timeout={timeout}: denial answered in {times:?} (median {:?})",
+            times[1]
+        );
+    }
+    let metrics = w.get("/metrics").unwrap().1;
+    assert!(metrics.contains("le=\"5.0\""), "histogram buckets up to the timeout: {metrics}");
 }
