@@ -41,6 +41,11 @@ const STS_UID: &str = "5c0ffee0-0000-4000-8000-00000000f100";
 /// A stand-in API server: one opted-in StatefulSet `default/redis` and its headless Service in the
 /// caches, no pods, every access review allowed, Events accepted, watches that never end.
 async fn stand_in_api() -> SocketAddr {
+    stand_in_api_with_list_delay(Duration::ZERO).await
+}
+
+/// The same, each pod list answered after `list_delay` (reviews that stay in flight a while).
+async fn stand_in_api_with_list_delay(list_delay: Duration) -> SocketAddr {
     let mut sts = statefulset_json("redis", "redis-headless", 3, &[("habitat/bootstrap", "true")]);
     sts["metadata"]["namespace"] = json!("default");
     sts["metadata"]["uid"] = json!(STS_UID);
@@ -64,7 +69,10 @@ async fn stand_in_api() -> SocketAddr {
             let body: Value = match (request.method().clone(), path.as_str()) {
                 (Method::GET, "/apis/apps/v1/statefulsets") => sts_list,
                 (Method::GET, "/api/v1/services") => svc_list,
-                (Method::GET, p) if p.ends_with("/pods") => pod_list,
+                (Method::GET, p) if p.ends_with("/pods") => {
+                    tokio::time::sleep(list_delay).await;
+                    pod_list
+                }
                 (Method::POST, p) if p.ends_with("/subjectaccessreviews") => json!({
                     "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                     "spec": {}, "status": {"allowed": true}
@@ -107,12 +115,15 @@ pub struct Webhook {
 impl Webhook {
     /// The binary, its kube client pointed at `api`, with `extra` flags.
     pub fn start(api: SocketAddr, extra: &[&str]) -> Self {
+        Self::start_with_cert(api, extra, time::Duration::days(1))
+    }
+
+    /// The same, its serving certificate valid for `valid_for` from now.
+    pub fn start_with_cert(api: SocketAddr, extra: &[&str], valid_for: time::Duration) -> Self {
         hab_bootstrap::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let ca = CertificateAuthority::generate("flood CA", time::Duration::days(1)).unwrap();
-        let cert = ca
-            .issue(&["localhost".into()], &["127.0.0.1".parse().unwrap()], time::Duration::days(1))
-            .unwrap();
+        let cert = ca.issue(&["localhost".into()], &["127.0.0.1".parse().unwrap()], valid_for).unwrap();
         hab_bootstrap::certs::write(&dir.path().join("tls.crt"), &cert.cert_pem, 0o644).unwrap();
         hab_bootstrap::certs::write(&dir.path().join("tls.key"), &cert.key_pem, 0o600).unwrap();
         let (port, admin_port) = (free_port(), free_port());
@@ -128,7 +139,7 @@ impl Webhook {
         }
         let child = command
             .env("KUBECONFIG", write_kubeconfig(dir.path(), api))
-            .args(["--sidecar-image", "hab-bootstrap:flood", "--shutdown-delay", "0s"])
+            .args(["--sidecar-image", "hab-bootstrap:flood"])
             .args(extra)
             .spawn()
             .unwrap();
@@ -254,7 +265,7 @@ async fn probe(w: &Webhook, stop: &AtomicBool, every: Duration) -> (Vec<Duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_bodies_stays_under_the_memory_limit_and_real_pods_are_admitted() {
     let api = stand_in_api().await;
-    let w = Webhook::start(api, &[]);
+    let w = Webhook::start(api, &["--shutdown-delay", "0s"]);
     w.wait_ready().await;
     let idle = w.rss_mib();
     let large = large_review(8 * 1024 * 1024 - 4096);
@@ -340,7 +351,7 @@ async fn a_flood_of_large_bodies_stays_under_the_memory_limit_and_real_pods_are_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_limit_connections_are_closed_and_real_pods_are_admitted() {
     let api = stand_in_api().await;
-    let w = Webhook::start(api, &["--max-connections", "16"]);
+    let w = Webhook::start(api, &["--max-connections", "16", "--shutdown-delay", "0s"]);
     w.wait_ready().await;
     // 64 idle TCP connections (they would each hold a slot for the 10 s handshake timeout).
     let mut idle = Vec::new();
@@ -383,7 +394,7 @@ async fn a_hung_api_server_gets_a_reasoned_denial_before_the_api_servers_timeout
             held.push(conn);
         }
     });
-    let w = Webhook::start(api, &[]);
+    let w = Webhook::start(api, &["--shutdown-delay", "0s"]);
     // Never ready (its caches cannot sync), but serving.
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(w.addr).await.is_err() {
@@ -416,4 +427,141 @@ async fn a_hung_api_server_gets_a_reasoned_denial_before_the_api_servers_timeout
     }
     let metrics = w.get("/metrics").unwrap().1;
     assert!(metrics.contains("le=\"5.0\""), "histogram buckets up to the timeout: {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_drops_when_the_serving_certificate_expires() {
+    let api = stand_in_api().await;
+    let w = Webhook::start_with_cert(api, &["--shutdown-delay", "0s"], time::Duration::seconds(4));
+    w.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        match w.get("/readyz") {
+            Some((503, body)) => break body,
+            other => assert!(Instant::now() < deadline, "still {other:?} after the certificate expired"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.contains("the serving certificate expired"), "{reason}");
+}
+
+/// A client that never retries a request on another connection: what it sees is what the API
+/// server would see.
+fn non_retrying_client(ca_pem: &str, http2: bool) -> HttpsClient {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(support::tls_client::tls_client_config(ca_pem, &[]))
+        .https_only();
+    let connector = if http2 { builder.enable_http2().build() } else { builder.enable_http1().build() };
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(http2)
+        .retry_canceled_requests(false)
+        .build(connector)
+}
+
+type Timed = (Instant, Instant, Result<u16, String>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_clients_to_go_away_and_answers_through_the_delay_and_the_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Opted-in reviews take 300 ms (the pod list): some are in flight when the listener closes.
+    let api = stand_in_api_with_list_delay(Duration::from_millis(300)).await;
+    let delay = Duration::from_secs(2);
+    let w = Webhook::start(api, &["--shutdown-delay", "2s", "--drain-timeout", "5s"]);
+    w.wait_ready().await;
+
+    // An idle HTTP/1.1 keep-alive connection and an idle HTTP/2 connection, opened before.
+    let tls = |alpn: &[&[u8]]| {
+        tokio_rustls::TlsConnector::from(Arc::new(support::tls_client::tls_client_config(&w.ca_pem, alpn)))
+    };
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = tokio::net::TcpStream::connect(w.addr).await.unwrap();
+    let mut h1 = tls(&[b"http/1.1"]).connect(name.clone(), tcp).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(w.addr).await.unwrap();
+    let h2_tls = tls(&[b"h2"]).connect(name, tcp).await.unwrap();
+    let (_h2_send, h2_conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2_tls),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<std::sync::Mutex<Vec<Timed>>> = Arc::default();
+    let workers: Vec<_> = (0..6)
+        .map(|i| {
+            let c = non_retrying_client(&w.ca_pem, i % 2 == 0);
+            let (addr, stop, results) = (w.addr, stop.clone(), results.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let outcome = match post(&c, addr, real_review()).await {
+                        Ok((200, bytes)) if decode(&bytes).patch.is_some() => Ok(200),
+                        Ok((status, _)) => Err(format!("HTTP {status}")),
+                        Err(e) => Err(format!("{} {e}", if i % 2 == 0 { "HTTP/2" } else { "HTTP/1.1" })),
+                    };
+                    results.lock().unwrap().push((started, Instant::now(), outcome));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signalled = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(w.child.id() as i32, libc::SIGTERM) }, 0);
+
+    // The idle HTTP/2 connection is told to go away (GOAWAY, then closed) during the delay.
+    let h2_closed = tokio::time::timeout(delay, h2_conn).await;
+    assert!(matches!(h2_closed, Ok(Ok(Ok(())))), "the idle HTTP/2 connection got no GOAWAY: {h2_closed:?}");
+    let h2_closed_after = signalled.elapsed();
+    // The idle HTTP/1.1 connection is closed, or answers its next request with Connection: close.
+    let review = real_review();
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        review.len()
+    );
+    let mut answer = Vec::new();
+    if h1.write_all(&[head.as_bytes(), &review].concat()).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), h1.read_to_end(&mut answer)).await;
+    }
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.is_empty() || answer.contains("connection: close"), "{answer}");
+
+    // Load until the listener closes (in a cluster the Service stopped routing here before).
+    tokio::time::sleep(delay.saturating_sub(signalled.elapsed() + Duration::from_millis(50))).await;
+    stop.store(true, Ordering::SeqCst);
+    let listener_closed = signalled + delay;
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let mut w = w;
+    let exit = loop {
+        if let Some(status) = w.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(15), "no exit 15 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exited_after = signalled.elapsed();
+    let results = results.lock().unwrap().clone();
+    // A request that a GOAWAY kept from being sent (hyper says Canceled: nothing was written) is
+    // the one kind of failure a client must retry itself; Go's HTTP/2 transport, the API
+    // server's, does. Anything else (an HTTP error, a request cut after it was sent) is a loss.
+    let canceled = |e: &String| e.starts_with("HTTP/2") && e.contains("Canceled");
+    let unsent = results.iter().filter(|r| r.2.as_ref().is_err_and(canceled)).count();
+    let failed: Vec<_> = results.iter().filter(|r| r.2.as_ref().is_err_and(|e| !canceled(e))).collect();
+    let during_delay = results.iter().filter(|r| r.0 > signalled && r.2.is_ok()).count();
+    let through_drain = results.iter().filter(|r| r.1 > listener_closed && r.2.is_ok()).count();
+    eprintln!(
+        "SIGTERM under load, non-retrying clients: {} reviews, {} failed, {unsent} not sent (GOAWAY race, \
+         Canceled before being written); {during_delay} sent after the \
+         signal and answered; {through_drain} answered after the listener closed (drain); idle HTTP/2 \
+         connection closed by GOAWAY {h2_closed_after:?} after the signal; exit {exit} {exited_after:?} \
+         after the signal",
+        results.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "failed: {:?}", &failed[..failed.len().min(5)]);
+    assert!(during_delay > 0 && through_drain > 0, "the load did not go through the delay and the drain");
+    assert!(exit.success(), "exit status {exit}");
 }
