@@ -26,6 +26,9 @@ pub struct Health {
     stalled: &'static str,
     /// More conditions of readiness: each says why not, or None.
     checks: Vec<ReadinessCheck>,
+    /// A fault the watched loop reports (the sidecar: a role label it knows is wrong and cannot
+    /// correct), which makes the process not ready until cleared.
+    fault: Mutex<Option<String>>,
 }
 
 /// A condition of readiness, asked on every `/readyz`: None when met, or the reason it is not.
@@ -51,6 +54,7 @@ impl Default for Health {
             not_ready: "not ready\n",
             stalled: "stalled\n",
             checks: Vec::new(),
+            fault: Mutex::new(None),
         }
     }
 }
@@ -85,7 +89,15 @@ impl Health {
         if !self.ready.load(Ordering::SeqCst) {
             return Some(self.not_ready.to_owned());
         }
+        if let Some(fault) = self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Some(format!("{fault}\n"));
+        }
         self.checks.iter().find_map(|check| check()).map(|reason| format!("{reason}\n"))
+    }
+
+    /// Reports a fault (not ready until cleared with None).
+    pub fn set_fault(&self, fault: Option<String>) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// The watched loop calls this every round.
