@@ -326,10 +326,10 @@ async fn a_flood_of_large_bodies_stays_under_the_memory_limit_and_real_pods_are_
     let metrics = w.get("/metrics").map(|(_, b)| b).unwrap_or_default();
     let shed: Vec<_> = metrics.lines().filter(|l| l.starts_with("hab_bootstrap_shed_total")).collect();
     eprintln!(
-        "flood of {} MiB bodies for {flood_for:?}: {} sent, answers {:?}; RSS idle {idle:.1} MiB, max \
+        "flood of {:.2} MiB bodies for {flood_for:?}: {} sent, answers {:?}; RSS idle {idle:.1} MiB, max \
          {max_rss:.1} MiB (limit {CHART_MEMORY_LIMIT_MIB} MiB); real reviews: {} injected, {} failed, \
          p50 {:?} p99 {:?} max {:?}; {shed:?}",
-        large.len() / (1024 * 1024),
+        large.len() as f64 / (1024.0 * 1024.0),
         sent.load(Ordering::Relaxed),
         statuses.lock().unwrap(),
         times.len(),
