@@ -89,7 +89,9 @@ pub async fn serve_tls_with(
 ) {
     let ServeOptions { drain, shedder, state } = options;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let app = app.layer(axum::middleware::from_fn_with_state(shedder.clone(), shed::shed));
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(shedder.clone(), shed::shed))
+        .layer(axum::middleware::from_fn_with_state(phase.clone(), close_when_going_away));
     // Every connection task holds a receiver: the sender's `closed()` is "all connections done".
     let (open_tx, open_rx) = watch::channel(());
     state.accepting.store(true, Ordering::SeqCst);
@@ -129,6 +131,11 @@ pub async fn serve_tls_with(
             // Accepted while going away: one request per HTTP/1.1 connection, and HTTP/2 told to go
             // away once its first streams are in (at once would close it before its request).
             let late = *phase.borrow() >= Phase::GoingAway;
+            // HTTP/2 is told at once (GOAWAY lets the client finish what it sent and open no more
+            // streams). An idle HTTP/1.1 connection is not closed while going away: a client may be
+            // sending on it at that instant and could not tell whether it was processed; its next
+            // response says `Connection: close` instead, and idle ones are closed once stopped.
+            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT).keep_alive(!late);
             builder
@@ -144,7 +151,7 @@ pub async fn serve_tls_with(
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
-                () = go_away(&mut phase, late) => {
+                () = go_away(&mut phase, late, http2) => {
                     // GOAWAY (HTTP/2), or close after the request in progress (HTTP/1.1).
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -169,14 +176,32 @@ async fn reached(phase: &mut watch::Receiver<Phase>, at: Phase) {
     let _ = phase.wait_for(|p| *p >= at).await;
 }
 
-/// When a connection is told to go away: when the server starts going away, or a moment after it
-/// was accepted if that was later.
-async fn go_away(phase: &mut watch::Receiver<Phase>, late: bool) {
-    if late {
+/// When a connection is told to go away: HTTP/2 when the server starts going away, or a moment
+/// after it was accepted if that was later; HTTP/1.1 once the server stops accepting.
+async fn go_away(phase: &mut watch::Receiver<Phase>, late: bool, http2: bool) {
+    if !http2 {
+        reached(phase, Phase::Stopped).await;
+    } else if late {
         tokio::time::sleep(LATE_GO_AWAY).await;
     } else {
         reached(phase, Phase::GoingAway).await;
     }
+}
+
+/// While going away, every HTTP/1.x response closes its connection.
+async fn close_when_going_away(
+    axum::extract::State(phase): axum::extract::State<watch::Receiver<Phase>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let mut response = next.run(request).await;
+    if http1 && *phase.borrow() >= Phase::GoingAway {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 const LATE_GO_AWAY: Duration = Duration::from_millis(500);
