@@ -12,7 +12,9 @@
 #  2. least privilege: the webhook, running as the chart's ServiceAccount (impersonated) with only
 #     the chart's RBAC, syncs its caches, injects the pods of an opted-in StatefulSet through the
 #     chart's webhook configuration and records Events; `kubectl auth can-i` for what it must and
-#     must not do (and the same for the certificate keeper);
+#     must not do (and the same for the certificate keeper); each denial of the chart's admission
+#     policies (the sidecar token confined to the role label of its own pod, the webhook to its
+#     ring-key Secrets) on the real API server;
 #  3. a real install (kubectl apply --server-side of the render, in a restricted namespace): the
 #     Deployments' pods are admitted (kwok runs them); `certs watch`, as the chart's certs
 #     ServiceAccount with the chart's Deployment arguments, creates the Secret and the caBundle;
@@ -124,7 +126,7 @@ done
 step "least privilege: what the chart's ServiceAccounts may and may not do (kubectl auth can-i)"
 render hab-bootstrap "$CHART" --namespace "$NS" >"$WORK/render.yaml"
 # The ServiceAccounts and RBAC first (no webhook configuration yet: nothing is blocked meanwhile).
-kubectl apply --server-side -f webhook/serviceaccount.yaml -f webhook/rbac.yaml >/dev/null
+kubectl apply --server-side -f webhook/serviceaccount.yaml -f webhook/rbac.yaml -f webhook/admission-policies.yaml >/dev/null
 awk '/^---$/{doc++} doc < 5' webhook/certs-self-managed.yaml | kubectl apply --server-side -f - >/dev/null # SA + RBAC only
 CHECKS=0
 can_as() { # expect(yes|no) user verb resource [flags...]
@@ -145,8 +147,11 @@ can yes $W create secrets -n default
 can yes $W create events.events.k8s.io -n default
 can yes $W patch events.events.k8s.io -n default
 can yes $W create subjectaccessreviews.authorization.k8s.io
+can yes $W create secrets -n default
 can no $W get secrets -n "$NS"
 can no $W list secrets -A
+can no $W update secrets -n default
+can no $W delete secrets -n default
 can no $W get pods -n default
 can no $W patch pods -n default
 can no $W update statefulsets.apps -n default
@@ -173,6 +178,7 @@ can_s no get pods -n sa-proof
 can_s no get secrets -n sa-proof
 can_s no patch pods -n default
 can_s no delete pods -n sa-proof
+can_s yes create events.events.k8s.io -n sa-proof
 ok "webhook, certificate keeper and (bound per namespace) role sidecar: $CHECKS checks"
 
 # ------------------------------------------------------------------------------------------------
@@ -253,6 +259,80 @@ ok "redis-1 injected ($args); its ring key Secret created; Events recorded; noth
 kill -TERM "${PIDS[-1]}" && wait "${PIDS[-1]}" || true
 unset 'PIDS[-1]'
 kubectl delete mutatingwebhookconfiguration hab-bootstrap-sa-proof >/dev/null
+
+# ------------------------------------------------------------------------------------------------
+step "the chart's admission policies, each denial on the real API server"
+# A PATCH as the sidecar's token bound to pod $1 (the user info extras of the pod-bound token the
+# kubelet mounts), or bound to no pod when $1 is empty: straight to the API with the admin's
+# client certificate and impersonation headers (kubectl patch would GET first, which the sidecar
+# may not). Prints the HTTP status; the answer is in $WORK/answer.
+kcfg() { kubectl config view --raw --minify -o jsonpath="{$1}"; }
+ADMIN_CERT=$(kcfg .users[0].user.client-certificate) ADMIN_KEY=$(kcfg .users[0].user.client-key)
+API_CA=$(kcfg .clusters[0].cluster.certificate-authority) API_URL=$(kcfg .clusters[0].cluster.server)
+if [[ -z $API_CA ]]; then API_CA=$WORK/api-ca.crt; kcfg '.clusters[0].cluster.certificate-authority-data' | base64 -d >"$API_CA"; fi
+[[ -n $ADMIN_CERT && -n $ADMIN_KEY ]] || fail "the admin kubeconfig has no client certificate files"
+patch_as() { # bound-pod target merge-patch
+  local h=(-H "Impersonate-User: system:serviceaccount:sa-proof:$S" -H "Impersonate-Group: system:serviceaccounts"
+    -H "Impersonate-Group: system:serviceaccounts:sa-proof" -H "Impersonate-Group: system:authenticated")
+  if [[ -n $1 ]]; then
+    h+=(-H "Impersonate-Extra-authentication.kubernetes.io%2fpod-name: $1"
+      -H "Impersonate-Extra-authentication.kubernetes.io%2fpod-uid: $(kubectl -n sa-proof get pod "$1" -o jsonpath='{.metadata.uid}')")
+  fi
+  curl -sS --cacert "$API_CA" --cert "$ADMIN_CERT" --key "$ADMIN_KEY" -X PATCH "${h[@]}" \
+    -H 'Content-Type: application/merge-patch+json' --data "$3" -o "$WORK/answer" -w '%{http_code}' \
+    "$API_URL/api/v1/namespaces/sa-proof/pods/$2"
+}
+POLICIES=0
+allowed() { # bound-pod target patch
+  [[ $(patch_as "$@") == 200 ]] || { cat "$WORK/answer" >&2; fail "refused: $2 $3 (token of ${1:-no pod})"; }
+  POLICIES=$((POLICIES + 1))
+}
+denied() { # bound-pod target patch message
+  local code
+  code=$(patch_as "$1" "$2" "$3")
+  [[ $code != 200 ]] || fail "accepted: $2 $3 (token of ${1:-no pod})"
+  grep -q "hab-bootstrap-sidecar-own-pod" "$WORK/answer" && grep -qF "$4" "$WORK/answer" ||
+    { cat "$WORK/answer" >&2; fail "refused for another reason ($code): $2 $3"; }
+  POLICIES=$((POLICIES + 1))
+}
+# The policy takes effect a moment after it is created.
+policy_active() { [[ $(patch_as redis-0 redis-1 '{"metadata":{"labels":{"role":"leader"}}}') == 403 ]]; }
+until_ok 30 policy_active || { cat "$WORK/answer" >&2; fail "the sidecar policy never took effect"; }
+allowed redis-0 redis-0 '{"metadata":{"labels":{"role":"leader"}}}'
+allowed redis-0 redis-0 '{"metadata":{"labels":{"role":"follower"}}}'
+allowed redis-0 redis-0 '{"metadata":{"labels":{"role":null}}}'
+denied redis-0 redis-1 '{"metadata":{"labels":{"role":"leader"}}}' "may change only its own pod (redis-0), not redis-1"
+denied "" redis-0 '{"metadata":{"labels":{"role":"leader"}}}' "its token is bound to no pod"
+denied redis-0 redis-0 '{"metadata":{"labels":{"app":"stolen"}}}' "may change only the role label"
+denied redis-0 redis-0 '{"metadata":{"labels":{"role":"boss"}}}' "may only be leader or follower"
+denied redis-0 redis-0 '{"metadata":{"annotations":{"x":"y"}}}' "annotations, finalizers or owners"
+denied redis-0 redis-0 '{"metadata":{"finalizers":["example.com/x"]}}' "annotations, finalizers or owners"
+denied redis-0 redis-0 '{"spec":{"activeDeadlineSeconds":30}}' "may not change its pod's spec"
+[[ -z $(kubectl -n sa-proof get pod redis-1 -o jsonpath='{.metadata.labels.role}') ]] || fail "redis-1 was relabelled"
+# An identity without the sidecar role is not restricted (the webhook's own rollout, operators).
+kubectl -n sa-proof label pod redis-1 other=ok >/dev/null || fail "the admin was restricted"
+ring_secret() { # name type managed-by
+  printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\n  labels: {app.kubernetes.io/managed-by: %s}\ntype: %s\nstringData: {k: v}\n' "$1" "$3" "$2"
+}
+WK=$(sa_kubeconfig "$NS" hab-bootstrap)
+secret_denied() { # name type managed-by message
+  if ring_secret "$1" "$2" "$3" | KUBECONFIG=$WK kubectl -n sa-proof create -f - >/dev/null 2>"$WORK/err"; then
+    fail "the webhook created Secret $1 ($2, $3)"
+  fi
+  grep -q "hab-bootstrap-webhook-secrets" "$WORK/err" && grep -qF "$4" "$WORK/err" ||
+    { cat "$WORK/err" >&2; fail "Secret $1 refused for another reason"; }
+  POLICIES=$((POLICIES + 1))
+}
+until_ok 30 bash -c "! printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: probe}\n' | KUBECONFIG=$WK kubectl -n sa-proof create --dry-run=server -f -" ||
+  fail "the webhook Secret policy never took effect"
+secret_denied other Opaque hab-bootstrap "named <statefulset>-habitat-ring"
+secret_denied redis-habitat-ring example.com/other hab-bootstrap "type Opaque"
+secret_denied redis-habitat-ring Opaque someone-else "managed-by=hab-bootstrap"
+ring_secret redis-habitat-ring Opaque hab-bootstrap | KUBECONFIG=$WK kubectl -n sa-proof create -f - >/dev/null 2>"$WORK/err" ||
+  { cat "$WORK/err" >&2; fail "the webhook could not create its ring-key Secret"; }
+KUBECONFIG=$WK kubectl -n sa-proof get secret redis-habitat-ring >/dev/null 2>&1 && fail "the webhook can read Secrets"
+ok "$POLICIES policy checks: the sidecar token changes only the role label of its own pod; the webhook creates only ring-key Secrets"
+
 kubectl delete namespace sa-proof --wait=false >/dev/null
 
 # ------------------------------------------------------------------------------------------------
@@ -331,7 +411,8 @@ kubectl delete namespace elsewhere --wait=false >/dev/null
 # ------------------------------------------------------------------------------------------------
 step "helm install / upgrade / uninstall (release hb2 in namespace hb2, selfManaged)"
 "$HELM" install hb2 "$CHART" --namespace hb2 --create-namespace >"$WORK/install.txt"
-grep -q 'habitat/bootstrap: "true"' "$WORK/install.txt" && grep -q 'clusterrole=hb2-hab-bootstrap-sidecar' "$WORK/install.txt" ||
+grep -q 'habitat/bootstrap: "true"' "$WORK/install.txt" && grep -q 'clusterrole=hb2-hab-bootstrap-sidecar' "$WORK/install.txt" &&
+  grep -q 'ValidatingAdmissionPolicy hb2-hab-bootstrap-sidecar-own-pod' "$WORK/install.txt" ||
   { cat "$WORK/install.txt" >&2; fail "NOTES.txt does not say how to opt in and bind the sidecar role"; }
 M=hb2-hab-bootstrap
 KUBECONFIG=$(sa_kubeconfig hb2 "$M-certs") HABITAT_BOOTSTRAP_LOG_FORMAT=text "$BIN" certs ensure --namespace hb2 \

@@ -23,7 +23,7 @@ pub enum Command {
     /// Create certificates for the webhook.
     Certs(commands::certs::CertsArgs),
     /// Run the role sidecar: label this pod leader/follower from the local Supervisor's census.
-    Sidecar(commands::sidecar::SidecarArgs),
+    Sidecar(Box<commands::sidecar::SidecarArgs>),
     /// Read a Supervisor census once and print the role the sidecar would apply.
     Role(commands::role::RoleArgs),
 }
@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Webhook(args) => commands::webhook::run(*args),
         Command::Inject(args) => commands::inject::run(*args),
         Command::Certs(args) => commands::certs::run(args),
-        Command::Sidecar(args) => commands::sidecar::run(args),
+        Command::Sidecar(args) => commands::sidecar::run(*args),
         Command::Role(args) => commands::role::run(args),
     };
     match result {

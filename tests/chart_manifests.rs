@@ -10,7 +10,14 @@ use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::Deployment;
 
 /// Settings the chart leaves at the binary's default on purpose.
-const NOT_IN_CHART: &[&str] = &["HABITAT_BOOTSTRAP_CERT_RELOAD_INTERVAL"];
+/// The server limits' defaults are sized for the chart's memory limit (RELIABILITY.md).
+const NOT_IN_CHART: &[&str] = &[
+    "HABITAT_BOOTSTRAP_CERT_RELOAD_INTERVAL",
+    "HABITAT_BOOTSTRAP_MAX_CONNECTIONS",
+    "HABITAT_BOOTSTRAP_MAX_STREAMS",
+    "HABITAT_BOOTSTRAP_MAX_IN_FLIGHT",
+    "HABITAT_BOOTSTRAP_BODY_BUDGET_BYTES",
+];
 
 #[derive(Parser)]
 struct Webhook {

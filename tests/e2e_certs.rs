@@ -415,3 +415,80 @@ async fn ensure_refuses_what_it_does_not_own_and_races_safely() {
     assert!(inspect::signed_by(&certs_of(&data(&secret, "tls.crt"))[0], &certs_of(&bundle)[0]));
     cleanup(&client, config, &ns).await;
 }
+
+/// `certs watch` with its 10-minute interval repairs a caBundle wiped by a `kubectl replace` of the
+/// configuration, and a deleted Secret, within seconds: it watches both objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a control plane: run scripts/test"]
+async fn watch_repairs_a_wiped_ca_bundle_within_seconds() {
+    if !harness::enabled() {
+        return;
+    }
+    let client = harness::client().await;
+    let ns = harness::namespace(&client, "certs-e2e-repair").await;
+    let config = "hab-bootstrap-certs-e2e-repair";
+    register_scoped(&client, config, harness::free_port(), &ns).await;
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _watch = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_hab-bootstrap"))
+            .args(["certs", "watch", "--namespace", &ns, "--secret", SECRET, "--service", SERVICE])
+            .args(["--webhook-config", config, "--ip", "127.0.0.1", "--interval", "10m"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let want = harness::eventually(Duration::from_secs(30), "the first caBundle", || async {
+        let b = bundles(&client, config).await;
+        (b.len() == 2 && b.iter().all(|x| !x.is_empty())).then_some(b)
+    })
+    .await;
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let repaired_in = |started: Instant| {
+        let (client, want) = (client.clone(), want.clone());
+        async move {
+            loop {
+                if bundles(&client, config).await == want {
+                    return started.elapsed();
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "not repaired in 60 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        // What `kubectl replace` of the plain manifest does: the configuration without caBundles.
+        let mut mwc = configs.get(config).await.unwrap();
+        for hook in mwc.webhooks.iter_mut().flatten() {
+            hook.client_config.ca_bundle = None;
+        }
+        mwc.metadata.managed_fields = None;
+        configs.replace(config, &PostParams::default(), &mwc).await.unwrap();
+        assert!(bundles(&client, config).await.iter().all(|b| b.is_empty()));
+        times.push(repaired_in(Instant::now()).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    times.sort();
+    eprintln!(
+        "caBundle wiped by a replace, repaired by certs watch (interval 10m) in {times:?} (median {:?})",
+        times[1]
+    );
+    assert!(times[2] < Duration::from_secs(5), "repairs took {times:?}");
+    // A deleted Secret is recreated at once too (with a new CA, published in the caBundle).
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    secrets.delete(SECRET, &DeleteParams::default()).await.unwrap();
+    let deleted = Instant::now();
+    harness::eventually(Duration::from_secs(30), "the Secret recreated", || async {
+        secrets.get_opt(SECRET).await.unwrap().map(|_| ())
+    })
+    .await;
+    eprintln!("deleted Secret recreated in {:?}", deleted.elapsed());
+    assert!(deleted.elapsed() < Duration::from_secs(10));
+    cleanup(&client, config, &ns).await;
+}

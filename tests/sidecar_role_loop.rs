@@ -245,3 +245,72 @@ async fn a_missing_token_is_a_poll_error_not_a_role() {
     assert!(sidecar.metrics.census_poll_errors_of("status") > 0);
     assert_eq!(sidecar.shut_down().await, vec![]);
 }
+
+/// The API server refuses every label write (unreachable): after the API grace the sidecar is not
+/// ready (the pod leaves the endpoints of Services that select it by role), and ready again once a
+/// write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_that_cannot_be_written_for_the_api_grace_makes_the_sidecar_not_ready() {
+    let supervisor = StandInSupervisor::start(Reply::census("leader")).await;
+    let (tx, mut accepted) = mpsc::unbounded_channel();
+    let failures = Arc::new(AtomicUsize::new(usize::MAX));
+    let writer = RecordingWriter { accepted: tx, failures: failures.clone() };
+    let census = CensusClient::new(&supervisor.url(), None, POLL_TIMEOUT).unwrap();
+    let mut config = RoleLoopConfig::new(Some(GROUP.to_owned()), Duration::from_millis(50), LONG_GRACE);
+    config.backoff_base = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(100);
+    config.api_grace = Duration::from_millis(500);
+    let health = Arc::new(Health::new(Duration::from_secs(60), true));
+    let role_loop = RoleLoop::new(census, writer, config, Metrics::new(), health.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(role_loop.run(async {
+        let _ = stopped.await;
+    }));
+    let started = std::time::Instant::now();
+    while health.is_ready() {
+        assert!(started.elapsed() < WAIT, "still ready with every write refused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let not_ready_after = started.elapsed();
+    let reason = health.not_ready_reason().unwrap();
+    assert!(reason.contains("role label"), "{reason}");
+    assert!(not_ready_after >= Duration::from_millis(500), "{not_ready_after:?}");
+    // The API server is back: the label is written and the sidecar is ready again.
+    failures.store(0, Ordering::SeqCst);
+    assert_eq!(tokio::time::timeout(WAIT, accepted.recv()).await.unwrap(), Some(SET_LEADER));
+    tokio::time::timeout(WAIT, async {
+        while !health.is_ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("ready again once the label is written");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    eprintln!("API unreachable: not ready {not_ready_after:?} after the first refused write (grace 500 ms)");
+}
+
+/// With a minimum dwell, a census flapping leader/follower every poll is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_census_is_damped_by_the_minimum_dwell() {
+    let supervisor = StandInSupervisor::start(Reply::census("leader")).await;
+    let (tx, mut accepted) = mpsc::unbounded_channel();
+    let writer = RecordingWriter { accepted: tx, failures: Arc::new(AtomicUsize::new(0)) };
+    let census = CensusClient::new(&supervisor.url(), None, POLL_TIMEOUT).unwrap();
+    let mut config = RoleLoopConfig::new(Some(GROUP.to_owned()), Duration::from_millis(20), LONG_GRACE);
+    config.min_dwell = Duration::from_secs(60);
+    let health = Arc::new(Health::new(Duration::from_secs(60), true));
+    let role_loop = RoleLoop::new(census, writer, config, Metrics::new(), health);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(role_loop.run(async {
+        let _ = stopped.await;
+    }));
+    assert_eq!(tokio::time::timeout(WAIT, accepted.recv()).await.unwrap(), Some(SET_LEADER));
+    for i in 0..20 {
+        supervisor.set(Reply::census(if i % 2 == 0 { "follower" } else { "leader" }));
+        supervisor.wait_requests(2).await;
+    }
+    assert!(accepted.try_recv().is_err(), "a flap inside the dwell was written");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}

@@ -192,3 +192,34 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(ok, 16, "every request sent before the stop was answered");
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err(), "no longer accepting");
 }
+
+/// Readiness reads the accept loop: accepting while it serves, not once it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_state_says_whether_the_listener_is_accepting() {
+    use hab_bootstrap::webhook::server::shed::{Limits, Shedder};
+    use hab_bootstrap::webhook::server::{Phase, ServeOptions, ServerState, serve_tls_with};
+    hab_bootstrap::install_crypto_provider();
+    let ca = CertificateAuthority::generate("state CA", time::Duration::days(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), &issue(&ca));
+    let certs = CertReloader::load(dir.path().join("tls.crt"), dir.path().join("tls.key")).unwrap();
+    let app = router(Arc::new(admission(MemoryCluster::default())));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let state = Arc::new(ServerState::default());
+    assert!(!state.is_accepting());
+    let (phase, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
+    let options = ServeOptions {
+        drain: Duration::from_secs(1),
+        shedder: Shedder::new(Limits::default()),
+        state: state.clone(),
+    };
+    let task = tokio::spawn(serve_tls_with(listener, certs.server_config(), app, phase_rx, options));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(state.is_accepting());
+    phase.send(Phase::GoingAway).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(state.is_accepting(), "still accepting while going away");
+    phase.send(Phase::Stopped).unwrap();
+    task.await.unwrap();
+    assert!(!state.is_accepting());
+}

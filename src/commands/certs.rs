@@ -12,9 +12,13 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use anyhow::Context;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use time::{Duration, OffsetDateTime};
 use tracing::{info, warn};
 
@@ -181,6 +185,16 @@ async fn watch(opts: EnsureOptions, interval: StdDuration) -> anyhow::Result<Exi
     let client = kube_client().await?;
     info!(namespace = %opts.namespace, secret = %opts.secret, webhook_config = %opts.webhook_config, ?interval, "keeping the webhook certificates");
     let mut retry = StdDuration::from_secs(10);
+    // A change to the Secret or to the webhook configuration (a caBundle wiped by `kubectl
+    // replace`, a rollback, a recreated configuration, a deleted Secret) runs `ensure` within a
+    // second instead of at the next interval.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let secrets = Api::<Secret>::namespaced(client.clone(), &opts.namespace);
+    let configs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let watches = [
+        spawn_trigger(secrets, &opts.secret, Arc::clone(&changed)),
+        spawn_trigger(configs, &opts.webhook_config, Arc::clone(&changed)),
+    ];
     // Installed before the first run: a SIGTERM during a run is handled when it ends (a run is
     // short; all its writes are conditional, so it is also safe to kill).
     let mut termination = Termination::install().context("installing the SIGTERM and SIGINT handlers")?;
@@ -200,9 +214,47 @@ async fn watch(opts: EnsureOptions, interval: StdDuration) -> anyhow::Result<Exi
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = changed.notified() => {
+                // Let a burst of events (our own write among them) settle into one run.
+                tokio::time::sleep(SETTLE).await;
+                info!("the Secret or the webhook configuration changed: checking now");
+            }
             () = termination.recv() => break,
         }
     }
+    for watch in watches {
+        watch.abort();
+    }
     info!("termination signal: stopping");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Between a change seen and the run it triggers.
+const SETTLE: StdDuration = StdDuration::from_millis(200);
+
+/// Watches the one object `name` (a field selector, which RBAC with resourceNames allows) and
+/// notifies on every event; watch errors are retried with backoff and never stop the polling.
+fn spawn_trigger<K>(api: Api<K>, name: &str, changed: Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api, config).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch error; retrying with backoff"),
+            }
+        }
+    })
 }

@@ -61,6 +61,15 @@ pub struct SidecarArgs {
     /// well under the ~19 s after a crash, so a Service soon stops routing to an electing pod.
     #[arg(long, env = "HABITAT_BOOTSTRAP_UNKNOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub unknown_grace: Duration,
+    /// Minimum time between two leader/follower label changes: a census that flaps faster is
+    /// written once it has held a role this long (0s: every change at once). Removals (role
+    /// unknown for --unknown-grace) are never held back.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_MIN_ROLE_DWELL", default_value = "2s", value_parser = parse_duration)]
+    pub min_role_dwell: Duration,
+    /// How long a needed label write may keep failing (API server unreachable) before the sidecar
+    /// reports not ready, so that the pod leaves the endpoints of Services selecting it by role.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_API_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub api_grace: Duration,
     /// Plain-HTTP admin listener: /metrics, /livez, /readyz.
     #[arg(long, env = "HABITAT_BOOTSTRAP_METRICS_LISTEN", default_value = "0.0.0.0:9639")]
     pub metrics_listen: SocketAddr,
@@ -69,9 +78,8 @@ pub struct SidecarArgs {
     /// Keep the peer file and depart dead predecessors, but write no role label.
     #[arg(long, env = "HABITAT_BOOTSTRAP_NO_ROLE_LABEL")]
     pub no_role_label: bool,
-    /// Watch-file mode. Boxed: these options would otherwise make every `cli::Command` large.
     #[command(flatten)]
-    pub peer_watch: Box<PeerWatchArgs>,
+    pub peer_watch: PeerWatchArgs,
     #[command(flatten)]
     pub supervisor_state: SupervisorStateArgs,
 }
@@ -129,13 +137,15 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         interval,
         census_timeout,
         unknown_grace,
+        min_role_dwell,
+        api_grace,
         metrics_listen,
         log_format,
         no_role_label,
         peer_watch,
         supervisor_state,
     } = args;
-    let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, gossip_port } = *peer_watch;
+    let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, gossip_port } = peer_watch;
     let SupervisorStateArgs { sup_state_dir, ctl_gateway } = supervisor_state;
     crate::runtime::logging::init_logging(log_format);
     validate_label_key(&label_key)?;
@@ -147,7 +157,9 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         forget_saved_members(&census, dir, &metrics).await;
     }
     let client = kube_client().await?;
-    let config = RoleLoopConfig::new(service_group, interval, unknown_grace);
+    let mut config = RoleLoopConfig::new(service_group, interval, unknown_grace);
+    config.min_dwell = min_role_dwell;
+    config.api_grace = api_grace;
 
     // One round takes at most a poll, a write and the interval; several missed rounds is a stall.
     let stale_after = (interval + census_timeout + config.write_timeout) * 3;

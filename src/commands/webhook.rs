@@ -18,8 +18,9 @@ use crate::runtime::signals::termination_signal;
 use crate::runtime::{kube_client, tokio_runtime};
 use crate::webhook::admission::Admission;
 use crate::webhook::cluster::{KubeCluster, KubeEvents};
+use crate::webhook::server::shed::{Limits, Shedder};
 use crate::webhook::server::tls::CertReloader;
-use crate::webhook::server::{routes, serve_tls};
+use crate::webhook::server::{Phase, ServeOptions, ServerState, routes, serve_tls_with};
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {
@@ -46,6 +47,19 @@ pub struct WebhookArgs {
     /// Then, how long in-flight requests may take to finish.
     #[arg(long, env = "HABITAT_BOOTSTRAP_DRAIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Open HTTPS connections at most; more are closed at once.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_MAX_STREAMS", default_value_t = Limits::default().max_streams_per_connection)]
+    pub max_streams_per_connection: u32,
+    /// Requests being read or answered at most; more are answered 429.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
+    pub max_in_flight: usize,
+    /// Request body bytes held in memory at most, all requests together; a request that would
+    /// exceed it is answered 503. Sized for the chart's 128 Mi memory limit.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_BODY_BUDGET_BYTES", default_value_t = Limits::default().body_budget_bytes)]
+    pub body_budget_bytes: usize,
     #[arg(long, env = "HABITAT_BOOTSTRAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
     /// This replica's name, reported in Events (the chart sets it from the downward API).
@@ -69,10 +83,15 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         live_read_timeout,
         shutdown_delay,
         drain_timeout,
+        max_connections,
+        max_streams_per_connection,
+        max_in_flight,
+        body_budget_bytes,
         log_format,
         pod_name,
         settings,
     } = args;
+    let limits = Limits { max_connections, max_streams_per_connection, max_in_flight, body_budget_bytes };
     logging::init_logging(log_format);
 
     let certs = CertReloader::load(&tls_cert, &tls_key).context("loading the serving certificate")?;
@@ -80,9 +99,22 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let client = kube_client().await?;
     let cluster = KubeCluster::start(client.clone(), live_read_timeout);
     let events = KubeEvents::new(client, pod_name);
-    let admission = Arc::new(Admission { cluster, events, settings, metrics: Default::default() });
+    let shedder = Shedder::new(limits);
+    let mut metrics = crate::webhook::metrics::Metrics::default();
+    shedder.metrics.register(&mut metrics.registry);
+    let admission = Arc::new(Admission { cluster, events, settings, metrics });
 
-    let health = Arc::new(Health::default());
+    // Ready: caches synced, the HTTPS listener accepting, the certificate valid now. A replica
+    // whose accept loop died or whose certificate expired leaves the Service's endpoints.
+    let server_state = Arc::new(ServerState::default());
+    let (accepting, cert_check) = (Arc::clone(&server_state), Arc::clone(&certs));
+    let health = Arc::new(
+        Health::default()
+            .with_check(move || {
+                (!accepting.is_accepting()).then(|| "the HTTPS listener is not accepting".to_owned())
+            })
+            .with_check(move || cert_check.validity_problem(time::OffsetDateTime::now_utc())),
+    );
     let metrics_source = Arc::clone(&admission);
     let admin_app = admin::router(Arc::clone(&health), Arc::new(move || Ok(metrics_source.metrics.encode())));
     let admin_listener = TcpListener::bind(admin_listen)
@@ -107,16 +139,29 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     });
 
     let app = routes::router(Arc::clone(&admission));
-    let server =
-        tokio::spawn(serve_tls(listener, certs.server_config(), app, wait_for(stop_rx), drain_timeout));
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
+    let options = ServeOptions { drain: drain_timeout, shedder, state: server_state };
+    let mut server = tokio::spawn(serve_tls_with(listener, certs.server_config(), app, phase_rx, options));
 
-    termination_signal().await;
+    tokio::select! {
+        () = termination_signal() => {}
+        _ = &mut server => {
+            let _ = stop_tx.send(true);
+            error!("the HTTPS server stopped unexpectedly: exiting");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     health.set_terminating();
-    info!(?shutdown_delay, "termination signal: reporting not ready, still serving");
+    let _ = phase_tx.send(Phase::GoingAway);
+    info!(
+        ?shutdown_delay,
+        "termination signal: reporting not ready, telling clients to go away, still serving"
+    );
     tokio::select! {
         () = tokio::time::sleep(shutdown_delay) => {}
         () = termination_signal() => warn!("second signal: stopping now"),
     }
+    let _ = phase_tx.send(Phase::Stopped);
     let _ = stop_tx.send(true);
     tokio::select! {
         _ = server => {}

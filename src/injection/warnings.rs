@@ -105,7 +105,10 @@ pub fn check_sidecar_access(
     warnings: &mut Vec<String>,
 ) {
     if !token_mounted {
-        warnings.push("no ServiceAccount token is mounted: the role sidecar cannot label its pod".to_owned());
+        warnings.push(
+            "no ServiceAccount token is mounted: the sidecar can neither label its pod nor keep the peer file"
+                .to_owned(),
+        );
     } else if can_label == Some(false) {
         warnings.push(format!(
             "ServiceAccount {service_account:?} may not patch pods: the role sidecar cannot label its pod (docs/sidecar.md)"

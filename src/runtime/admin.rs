@@ -18,13 +18,30 @@ use axum::routing::get;
 /// written, or at once without one), and not ready again from [`Health::set_terminating`], so that
 /// endpoints stop sending work before the process stops taking it. Live as long as the process
 /// answers or, with a heartbeat, while [`Health::beat`] is called at least every `stale_after`.
-#[derive(Debug)]
 pub struct Health {
     heartbeat: Option<(Mutex<Instant>, Duration)>,
     ready: AtomicBool,
     terminating: AtomicBool,
     not_ready: &'static str,
     stalled: &'static str,
+    /// More conditions of readiness: each says why not, or None.
+    checks: Vec<ReadinessCheck>,
+    /// A fault the watched loop reports (the sidecar: a role label it knows is wrong and cannot
+    /// correct), which makes the process not ready until cleared.
+    fault: Mutex<Option<String>>,
+}
+
+/// A condition of readiness, asked on every `/readyz`: None when met, or the reason it is not.
+pub type ReadinessCheck = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("ready", &self.ready)
+            .field("terminating", &self.terminating)
+            .field("checks", &self.checks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Health {
@@ -36,6 +53,8 @@ impl Default for Health {
             terminating: AtomicBool::new(false),
             not_ready: "not ready\n",
             stalled: "stalled\n",
+            checks: Vec::new(),
+            fault: Mutex::new(None),
         }
     }
 }
@@ -53,6 +72,32 @@ impl Health {
     /// The bodies of a `/readyz` and a `/livez` 503, saying what is awaited and what stalled.
     pub fn with_messages(self, not_ready: &'static str, stalled: &'static str) -> Self {
         Self { not_ready, stalled, ..self }
+    }
+
+    /// Adds a condition of readiness (the webhook: its HTTPS listener accepting, its certificate
+    /// valid now).
+    pub fn with_check(mut self, check: impl Fn() -> Option<String> + Send + Sync + 'static) -> Self {
+        self.checks.push(Box::new(check));
+        self
+    }
+
+    /// Why `/readyz` answers 503, or None when ready.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.terminating.load(Ordering::SeqCst) {
+            return Some("terminating\n".to_owned());
+        }
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some(self.not_ready.to_owned());
+        }
+        if let Some(fault) = self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Some(format!("{fault}\n"));
+        }
+        self.checks.iter().find_map(|check| check()).map(|reason| format!("{reason}\n"))
+    }
+
+    /// Reports a fault (not ready until cleared with None).
+    pub fn set_fault(&self, fault: Option<String>) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// The watched loop calls this every round.
@@ -77,7 +122,7 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.terminating.load(Ordering::SeqCst)
+        self.not_ready_reason().is_none()
     }
 }
 
@@ -116,10 +161,9 @@ async fn livez(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, state.health.not_ready)
+    match state.health.not_ready_reason() {
+        None => (StatusCode::OK, "ok\n".to_owned()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
     }
 }
 
@@ -150,5 +194,21 @@ mod tests {
         assert!(health.is_live());
         health.set_ready();
         assert!(health.is_ready());
+    }
+
+    #[test]
+    fn every_check_must_pass_and_terminating_wins() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&failing);
+        let health = Health::default()
+            .with_check(move || flag.load(Ordering::SeqCst).then(|| "listener down".to_owned()));
+        assert_eq!(health.not_ready_reason().as_deref(), Some("not ready\n"));
+        health.set_ready();
+        assert_eq!(health.not_ready_reason(), None);
+        failing.store(true, Ordering::SeqCst);
+        assert_eq!(health.not_ready_reason().as_deref(), Some("listener down\n"));
+        failing.store(false, Ordering::SeqCst);
+        health.set_terminating();
+        assert_eq!(health.not_ready_reason().as_deref(), Some("terminating\n"));
     }
 }

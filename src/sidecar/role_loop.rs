@@ -25,6 +25,12 @@ pub struct RoleLoopConfig {
     pub shutdown_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Minimum time between leader/follower label changes (0: none).
+    pub min_dwell: Duration,
+    /// How long a label write the pod needs may keep failing (the API server unreachable) before
+    /// the sidecar reports not ready, so that the pod leaves the endpoints of the Services that
+    /// select it by role instead of being steered to by a label that may be wrong.
+    pub api_grace: Duration,
 }
 
 impl RoleLoopConfig {
@@ -37,6 +43,8 @@ impl RoleLoopConfig {
             shutdown_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            min_dwell: Duration::ZERO,
+            api_grace: Duration::from_secs(20),
         }
     }
 }
@@ -57,6 +65,8 @@ pub struct RoleLoop<W> {
     tracker: RoleTracker,
     backoff: Backoff,
     retry_at: Option<Instant>,
+    /// Since when a needed label write has not succeeded.
+    failing_since: Option<Instant>,
     last_seen: Option<Seen>,
     /// Every census fetched, for the tasks that read it too (the predecessor's departure).
     censuses: watch::Sender<Option<Arc<Census>>>,
@@ -71,7 +81,7 @@ impl<W: LabelWriter> RoleLoop<W> {
         health: Arc<Health>,
     ) -> Self {
         Self {
-            tracker: RoleTracker::new(config.unknown_grace),
+            tracker: RoleTracker::new(config.unknown_grace).with_min_dwell(config.min_dwell),
             backoff: Backoff::new(config.backoff_base, config.backoff_max),
             census,
             writer,
@@ -79,6 +89,7 @@ impl<W: LabelWriter> RoleLoop<W> {
             metrics,
             health,
             retry_at: None,
+            failing_since: None,
             last_seen: None,
             censuses: watch::Sender::new(None),
         }
@@ -115,21 +126,49 @@ impl<W: LabelWriter> RoleLoop<W> {
         self.metrics.set_role(role);
         let now = Instant::now();
         let Some(action) = self.tracker.observe(role, now.into_std()) else {
+            // The label is what it should be (or held by the dwell): nothing is wrong.
+            self.label_fault(None);
             return;
         };
         if self.retry_at.is_some_and(|at| now < at) {
+            self.label_fault(Some(now));
             return;
         }
         match self.write(action).await {
             Ok(()) => {
                 self.backoff.reset();
                 self.retry_at = None;
+                self.label_fault(None);
             }
             Err(err) => {
                 let wait = self.backoff.after_failure(fastrand::f64());
                 self.retry_at = Some(now + wait);
                 warn!(error = %err, action = action.metric_value(), retry_in = ?wait, "role label write failed");
+                self.label_fault(Some(now));
             }
+        }
+    }
+
+    /// Tracks how long a needed write has been failing (None: it is not); past `api_grace`, the
+    /// sidecar is not ready until a write goes through or none is needed.
+    fn label_fault(&mut self, failing_at: Option<Instant>) {
+        let Some(now) = failing_at else {
+            if self.failing_since.take().is_some_and(|since| since.elapsed() >= self.config.api_grace) {
+                info!("role label correct again: ready");
+            }
+            self.health.set_fault(None);
+            return;
+        };
+        let since = *self.failing_since.get_or_insert(now);
+        let failing_for = now.saturating_duration_since(since);
+        if failing_for >= self.config.api_grace {
+            let fault = format!(
+                "the role label has needed a write for {failing_for:.0?} that the API server did not take:                  not ready, so that Services stop selecting this pod by a label that may be wrong"
+            );
+            if self.health.not_ready_reason().is_none() {
+                warn!(%fault, "role label stale");
+            }
+            self.health.set_fault(Some(fault));
         }
     }
 

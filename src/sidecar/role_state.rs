@@ -24,11 +24,29 @@ pub struct RoleTracker {
     grace: Duration,
     on_pod: LabelOnPod,
     unknown_since: Option<Instant>,
+    /// Minimum time between two role labels (leader → follower or back): a flapping census is
+    /// written once it has held a role that long, not once per flap.
+    min_dwell: Duration,
+    /// When the role label now on the pod was written.
+    set_at: Option<Instant>,
 }
 
 impl RoleTracker {
     pub fn new(grace: Duration) -> Self {
-        Self { grace, on_pod: LabelOnPod::Unsure, unknown_since: None }
+        Self {
+            grace,
+            on_pod: LabelOnPod::Unsure,
+            unknown_since: None,
+            min_dwell: Duration::ZERO,
+            set_at: None,
+        }
+    }
+
+    /// With a minimum dwell between leader/follower changes. A removal (role unknown for the
+    /// grace) and a first label are never held back.
+    pub fn with_min_dwell(mut self, min_dwell: Duration) -> Self {
+        self.min_dwell = min_dwell;
+        self
     }
 
     pub fn label_on_pod(&self) -> LabelOnPod {
@@ -40,7 +58,17 @@ impl RoleTracker {
         match role {
             Some(role) => {
                 self.unknown_since = None;
-                (self.on_pod != LabelOnPod::Present(role)).then_some(LabelAction::Set(role))
+                match self.on_pod {
+                    LabelOnPod::Present(current) if current == role => None,
+                    LabelOnPod::Present(_)
+                        if self
+                            .set_at
+                            .is_some_and(|at| now.saturating_duration_since(at) < self.min_dwell) =>
+                    {
+                        None
+                    }
+                    _ => Some(LabelAction::Set(role)),
+                }
             }
             None => {
                 let since = *self.unknown_since.get_or_insert(now);
@@ -52,10 +80,16 @@ impl RoleTracker {
 
     /// Records a write the API server accepted.
     pub fn written(&mut self, action: LabelAction) {
+        self.written_at(action, Instant::now());
+    }
+
+    /// Records a write the API server accepted at `now`.
+    pub fn written_at(&mut self, action: LabelAction, now: Instant) {
         self.on_pod = match action {
             LabelAction::Set(role) => LabelOnPod::Present(role),
             LabelAction::Remove => LabelOnPod::Absent,
         };
+        self.set_at = matches!(action, LabelAction::Set(_)).then_some(now);
     }
 
     /// On the way out the label must go, unless it is known to be gone already.
@@ -199,6 +233,48 @@ mod tests {
         let mut tracker = RoleTracker::new(Duration::ZERO);
         tracker.written(LabelAction::Set(Role::Leader));
         assert_eq!(tracker.observe(U, t0), Some(LabelAction::Remove));
+    }
+
+    /// Like `run`, with a minimum dwell.
+    fn run_with_dwell(observations: &[Option<Role>], dwell: Duration) -> Vec<(usize, LabelAction)> {
+        let t0 = Instant::now();
+        let mut tracker = RoleTracker::new(GRACE).with_min_dwell(dwell);
+        let mut actions = Vec::new();
+        for (i, role) in observations.iter().enumerate() {
+            let now = secs(t0, i as f64);
+            if let Some(action) = tracker.observe(*role, now) {
+                tracker.written_at(action, now);
+                actions.push((i, action));
+            }
+        }
+        actions
+    }
+
+    #[test]
+    fn a_flap_within_the_dwell_is_not_written() {
+        let dwell = Duration::from_secs(3);
+        // leader at 0; follower for one poll at 1 (inside the dwell): never written.
+        assert_eq!(run_with_dwell(&[L, F, L, L, L, L], dwell), vec![(0, LabelAction::Set(Role::Leader))]);
+        // Flapping every second: one write per dwell at most, the role held when the dwell ends.
+        assert_eq!(
+            run_with_dwell(&[L, F, L, F, L, F, F, F, F], dwell),
+            vec![(0, LabelAction::Set(Role::Leader)), (3, LabelAction::Set(Role::Follower))]
+        );
+        // Without a dwell, every flap is a write.
+        assert_eq!(run_with_dwell(&[L, F, L, F], Duration::ZERO).len(), 4);
+    }
+
+    #[test]
+    fn the_dwell_never_holds_back_a_removal_or_a_first_label() {
+        let dwell = Duration::from_secs(30);
+        assert_eq!(
+            run_with_dwell(&[L, U, U, U, U, U, U, F], dwell),
+            vec![
+                (0, LabelAction::Set(Role::Leader)),
+                (6, LabelAction::Remove),
+                (7, LabelAction::Set(Role::Follower))
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tracing::warn;
 use crate::injection::decision::ServiceFact;
 use crate::injection::ring_key;
 use crate::webhook::admission::{ClusterView, EventSink, EventType};
+use crate::webhook::deadline;
 
 pub struct KubeCluster {
     client: Client,
@@ -131,8 +132,9 @@ impl ClusterView for KubeCluster {
         // The controller creates pod 0 milliseconds after the StatefulSet: the watch may not have
         // delivered it yet.
         let api = Api::<StatefulSet>::namespaced(self.client.clone(), ns);
-        match tokio::time::timeout(self.live_read_timeout, api.get_opt(name)).await {
-            Err(_) => Err(format!("no answer from the API server within {:?}", self.live_read_timeout)),
+        let within = deadline::remaining(self.live_read_timeout);
+        match tokio::time::timeout(within, api.get_opt(name)).await {
+            Err(_) => Err(format!("no answer from the API server within {within:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(sts)) => Ok(sts.filter(|s| s.metadata.uid.as_deref() == Some(uid))),
         }
@@ -169,12 +171,8 @@ impl ClusterView for KubeCluster {
             ..Default::default()
         };
         let api = Api::<SubjectAccessReview>::all(self.client.clone());
-        let allowed = match tokio::time::timeout(
-            self.live_read_timeout,
-            api.create(&PostParams::default(), &review),
-        )
-        .await
-        {
+        let within = deadline::remaining(self.live_read_timeout);
+        let allowed = match tokio::time::timeout(within, api.create(&PostParams::default(), &review)).await {
             Ok(Ok(answer)) => answer.status?.allowed,
             Ok(Err(e)) => {
                 warn!(error = %e, "SubjectAccessReview failed; not warning about the sidecar's permissions");
@@ -186,8 +184,7 @@ impl ClusterView for KubeCluster {
         Some(allowed)
     }
 
-    /// A quorum read, not the cache: the controller creates pod k the moment pod k-1 turns Ready,
-    /// and a watch a few milliseconds behind would leave pod k-1 out of pod k's peers.
+    /// One create per StatefulSet (remembered for a while), within the review's deadline.
     async fn ensure_ring_key(&self, ns: &str, name: &str, sts: &StatefulSet) -> Result<(), String> {
         let key = (ns.to_owned(), name.to_owned());
         let known = |keys: &HashMap<_, Instant>| keys.get(&key).is_some_and(|at| at.elapsed() < RING_KEY_TTL);
@@ -197,14 +194,14 @@ impl ClusterView for KubeCluster {
         let secret = ring_key_secret(ns, name, sts)?;
         let api = Api::<Secret>::namespaced(self.client.clone(), ns);
         let params = PostParams::default();
-        let created = tokio::time::timeout(self.live_read_timeout, api.create(&params, &secret));
+        let within = deadline::remaining(self.live_read_timeout);
+        let created = tokio::time::timeout(within, api.create(&params, &secret));
         match created.await {
-            Err(_) => {
-                return Err(format!("no answer from the API server within {:?}", self.live_read_timeout));
-            }
+            Err(_) => return Err(format!("no answer from the API server within {within:?}")),
             // 409: it exists (created for an earlier pod, by another replica, or the user's own).
             Ok(Ok(_)) => {}
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => {}
+            Ok(Err(kube::Error::Api(status))) => return Err(status.message),
             Ok(Err(e)) => return Err(e.to_string()),
         }
         self.ring_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Instant::now());

@@ -41,11 +41,13 @@ impl Default for Metrics {
         let injections = Family::<ReasonLabels, Counter>::default();
         let skips = Family::<ReasonLabels, Counter>::default();
         let denials = Family::<ReasonLabels, Counter>::default();
-        // From 50 µs: a cache-only answer takes tens of microseconds, a live read milliseconds.
+        // From 50 µs: a cache-only answer takes tens of microseconds, a live read milliseconds; up
+        // to 30 s, the longest timeout the API server allows, so that answers cut by the review's
+        // deadline are seen for what they are.
         let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5,
+                1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
             ])
         });
         registry.register(

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod cluster;
+pub mod deadline;
 pub mod metrics;
 pub mod outcome;
 pub mod patch;

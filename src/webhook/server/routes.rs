@@ -6,11 +6,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use crate::webhook::admission::{Admission, ClusterView, EventSink};
+use crate::webhook::deadline;
 use crate::webhook::review::BadReview;
 
 /// The API server sends the object (and on updates the old object too); controller-runtime accepts
@@ -46,10 +47,15 @@ async fn within_request_timeout(request: axum::extract::Request, next: axum::mid
 
 async fn mutate_pod<C: ClusterView, E: EventSink>(
     State(admission): State<Arc<Admission<C, E>>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(&headers, admission.review_pod(&body)).await
+    // Every read of the review shares one deadline, ahead of the API server's own.
+    let timeout = deadline::timeout_from_query(uri.query());
+    let until = tokio::time::Instant::now() + timeout - deadline::margin(timeout);
+    // Boxed: the review's future is large, and a debug build's worker stack is not.
+    deadline::scope(until, Box::pin(respond(&headers, admission.review_pod(&body)))).await
 }
 
 async fn mutate_statefulset<C: ClusterView, E: EventSink>(

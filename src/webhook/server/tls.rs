@@ -26,6 +26,8 @@ struct Loaded {
     /// The PEM bytes the key was built from, to notice a change without parsing.
     pem: (Vec<u8>, Vec<u8>),
     key: Arc<CertifiedKey>,
+    /// The leaf certificate's validity, when it could be read.
+    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
 }
 
 impl fmt::Debug for CertReloader {
@@ -40,7 +42,12 @@ impl CertReloader {
         let (cert_path, key_path) = (cert_path.into(), key_path.into());
         let pem = read_pair(&cert_path, &key_path)?;
         let key = certified_key(&pem.0, &pem.1)?;
-        Ok(Arc::new(Self { cert_path, key_path, current: ArcSwap::from_pointee(Loaded { pem, key }) }))
+        let validity = validity(&key);
+        Ok(Arc::new(Self {
+            cert_path,
+            key_path,
+            current: ArcSwap::from_pointee(Loaded { pem, key, validity }),
+        }))
     }
 
     /// Re-reads the files; swaps in a changed, valid pair. Returns whether the key changed.
@@ -50,8 +57,24 @@ impl CertReloader {
             return Ok(false);
         }
         let key = certified_key(&pem.0, &pem.1)?;
-        self.current.store(Arc::new(Loaded { pem, key }));
+        let validity = validity(&key);
+        self.current.store(Arc::new(Loaded { pem, key, validity }));
         Ok(true)
+    }
+
+    /// Why the certificate served now would be refused at `now` (expired, not yet valid), or None.
+    pub fn validity_problem(&self, now: time::OffsetDateTime) -> Option<String> {
+        let loaded = self.current.load();
+        let Some((not_before, not_after)) = loaded.validity else {
+            return Some("the serving certificate's validity cannot be read".to_owned());
+        };
+        if now < not_before {
+            return Some(format!("the serving certificate is not valid before {not_before}"));
+        }
+        if now > not_after {
+            return Some(format!("the serving certificate expired at {not_after}"));
+        }
+        None
     }
 
     /// Polls the files every `interval` for as long as the process runs. A half-written or
@@ -88,6 +111,12 @@ impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.current.load().key))
     }
+}
+
+fn validity(key: &CertifiedKey) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let leaf = key.cert.first()?;
+    let cert = crate::certs::inspect::from_der(leaf).ok()?;
+    Some((cert.validity.not_before, cert.validity.not_after))
 }
 
 fn read_pair(cert: &Path, key: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
