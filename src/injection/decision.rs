@@ -121,6 +121,7 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
     let ring_key_secret = ring_key_secret(&target, &sup, &mut warnings);
     let mut env = identity_env(&target, &ring);
     env.extend(ring_key_secret.as_deref().map(ring_key::env_var));
+    env.push(persist_period(target.spec.replicas));
     let inputs = sidecar_inputs(pod, facts, &target, &sup, &state, user_peers, &mut warnings);
     let injection_plan = InjectionPlan {
         supervisor: sup.container.name.clone(),
@@ -366,6 +367,21 @@ fn identity_env(target: &Target<'_>, ring: &RingAddress) -> Vec<EnvVar> {
         downward(env::POD_NAMESPACE, "metadata.namespace"),
         downward(env::POD_IP, "status.podIP"),
     ]
+}
+
+/// How often the Supervisor saves what it knows of the ring (Habitat's default: every 30 s).
+///
+/// A Supervisor that restarts in place (a crash, an OOM kill) restores its last save. A save taken
+/// before it had heard the other members' service rumors, with an election naming one of them as
+/// leader, makes Habitat 2.1.78 panic ("No leader with finished election", service.rs) at every
+/// restart, because the ring does not send a member that came back under the same id the rumors it
+/// already sent it (observed with real Supervisors: tests/e2e_habitat, restarts). Saving every
+/// second leaves a young Supervisor at most a second of that window. A save costs one write of a
+/// file of about 300 bytes per member, so large rings save less often: a second per 50 replicas,
+/// up to Habitat's own 30 s.
+fn persist_period(replicas: Option<i32>) -> EnvVar {
+    let seconds = (replicas.unwrap_or(1).max(1) / 50).clamp(1, 30);
+    literal(env::PERSIST_PERIOD, seconds.to_string())
 }
 
 /// The ServiceAccount the pod runs as (the API server defaults it before calling us).

@@ -12,6 +12,8 @@ pub const POD_FQDN: &str = "HABITAT_BOOTSTRAP_POD_FQDN";
 pub const POD_NAME: &str = "HABITAT_BOOTSTRAP_POD_NAME";
 pub const POD_NAMESPACE: &str = "HABITAT_BOOTSTRAP_POD_NAMESPACE";
 pub const POD_IP: &str = "HABITAT_BOOTSTRAP_POD_IP";
+/// Habitat's own setting (not ours, hence its prefix): how often the Supervisor saves its rumors.
+pub const PERSIST_PERIOD: &str = "HAB_PERSIST_LOOP_PERIOD_SECS";
 
 pub fn literal(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
