@@ -63,6 +63,8 @@ pub enum DryRun {
     Mutated,
     /// The request succeeded but came back unchanged: the webhook was not called.
     Unchanged,
+    /// Our webhook answered with a denial: it is called (the reason is another finding's).
+    Refused(String),
     Failed(String),
     /// Nothing to probe with (the pod webhook needs an opted-in StatefulSet to own the probe pod).
     NotTried(String),
@@ -170,6 +172,13 @@ fn dry_run_finding(check: &'static str, what: &str, result: &DryRun) -> Finding 
             SECTION,
             check,
             format!("a server-side dry-run is mutated by {what}: the API server calls it"),
+        ),
+        DryRun::Refused(why) => Finding::ok(
+            SECTION,
+            check,
+            format!(
+                "a server-side dry-run reached {what}, which refused the probe ({why}): the API server calls it"
+            ),
         ),
         DryRun::Unchanged => Finding::error(
             SECTION,

@@ -268,7 +268,16 @@ pub fn check(facts: &RingFacts) -> Vec<Finding> {
                     d.at
                 ),
             ));
-        } else if pod_names.contains(hostname) || live_pod.is_some() {
+        } else if pod_names.contains(hostname) && live_pod.is_none() {
+            out.push(Finding::info(
+                s,
+                "ring.ghosts",
+                format!(
+                    "member {} of pod {hostname} is confirmed dead: its Supervisor does not answer",
+                    describe(id, m)
+                ),
+            ));
+        } else if live_pod.is_some() {
             out.push(Finding::warning(
                 s,
                 "ring.ghosts",
