@@ -17,6 +17,7 @@
 //! that leader's pod).
 
 mod census;
+mod check;
 mod kubelet;
 mod spec;
 
