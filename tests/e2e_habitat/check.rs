@@ -72,7 +72,7 @@ async fn check_is_quiet_on_a_healthy_ring() {
     let Some(habitat) = habitat() else { return };
     let _serial = SERIAL.lock().await;
     let mut w = World::new("hab-check-healthy", habitat).await;
-    healthy_ring(&mut w, &StsSpec::new("ring", 3)).await;
+    healthy_ring(&mut w, &StsSpec { volume: SupVolume::EmptyDir, ..StsSpec::new("ring", 3) }).await;
     let (code, report, text) = check_until(&w.ns, "a quiet check", WAIT, |code, _| code == 0);
     assert_eq!(code, 0);
     assert!(problems(&report).is_empty());
@@ -87,7 +87,7 @@ async fn check_finds_two_leaders_by_label() {
     let Some(habitat) = habitat() else { return };
     let _serial = SERIAL.lock().await;
     let mut w = World::new("hab-check-labels", habitat).await;
-    healthy_ring(&mut w, &StsSpec::new("ring", 3)).await;
+    healthy_ring(&mut w, &StsSpec { volume: SupVolume::EmptyDir, ..StsSpec::new("ring", 3) }).await;
     let leader = w.leader_label("ring", &[0, 1, 2]).await.unwrap();
     let follower = ["ring-0", "ring-1", "ring-2"].into_iter().find(|p| *p != leader).unwrap();
     let patch = json!({"metadata": {"labels": {ROLE_LABEL: "leader"}}});
