@@ -26,6 +26,9 @@ pub enum Command {
     Sidecar(Box<commands::sidecar::SidecarArgs>),
     /// Read a Supervisor census once and print the role the sidecar would apply.
     Role(commands::role::RoleArgs),
+    /// Check the cluster, the install, every opted-in StatefulSet and its Habitat ring; every
+    /// problem with its fix. Exit status 0 only when all is well.
+    Check(Box<commands::check::CheckArgs>),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Certs(args) => commands::certs::run(args),
         Command::Sidecar(args) => commands::sidecar::run(*args),
         Command::Role(args) => commands::role::run(args),
+        Command::Check(args) => commands::check::run(*args),
     };
     match result {
         Ok(code) => code,
@@ -43,4 +47,20 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The name of the binary as a kubectl plugin: installed (or linked) as `kubectl-habitat` on the
+/// PATH, it runs as `kubectl habitat <subcommand>`.
+pub const KUBECTL_PLUGIN: &str = "kubectl-habitat";
+
+/// Parses the command line; when run as `kubectl-habitat`, help and errors say `kubectl habitat`.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&argv0).file_name().is_some_and(|n| n == KUBECTL_PLUGIN);
+    if !plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command().name(KUBECTL_PLUGIN).bin_name("kubectl habitat").get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

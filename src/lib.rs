@@ -5,6 +5,8 @@
 
 /// The webhook's certificates: issue, inspect, plan and keep them in a Secret.
 pub mod certs;
+/// `check`: findings about the cluster, the install, the StatefulSets and their rings (pure).
+pub mod check;
 /// The one binary's subcommands and their dispatch.
 pub mod cli;
 /// One file per subcommand: its arguments and its `run`.

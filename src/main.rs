@@ -1,7 +1,5 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     hab_bootstrap::install_crypto_provider();
-    let cli = hab_bootstrap::cli::Cli::parse();
+    let cli = hab_bootstrap::cli::parse();
     hab_bootstrap::cli::run(cli)
 }

@@ -22,6 +22,7 @@
 //! `spec.rs`, `census.rs`, and `scenarios/` by theme (rollout, restarts, state, ghosts, merge).
 
 mod census;
+mod check;
 mod kubelet;
 mod scenarios;
 mod spec;

@@ -22,6 +22,7 @@ pub struct Webhook {
     pub port: u16,
     pub admin_port: u16,
     pub ca_pem: String,
+    ca: CertificateAuthority,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -35,13 +36,27 @@ impl Webhook {
         hab_bootstrap::install_crypto_provider();
         let dir = std::env::temp_dir().join(format!("hab-bootstrap-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ca = CertificateAuthority::generate("hab-bootstrap e2e CA", time::Duration::days(1)).unwrap();
-        let serving = ca
-            .issue(&["localhost".into()], &["127.0.0.1".parse().unwrap()], time::Duration::days(1))
-            .unwrap();
-        hab_bootstrap::certs::write(&dir.join("tls.crt"), &serving.cert_pem, 0o644).unwrap();
-        hab_bootstrap::certs::write(&dir.join("tls.key"), &serving.key_pem, 0o600).unwrap();
-        Self { port: free_port(), admin_port: free_port(), ca_pem: ca.cert_pem, dir, child: None }
+        // Valid long enough that `hab-bootstrap check` finds nothing to warn about (30 days).
+        let ca = CertificateAuthority::generate("hab-bootstrap e2e CA", time::Duration::days(365)).unwrap();
+        let w = Self {
+            port: free_port(),
+            admin_port: free_port(),
+            ca_pem: ca.cert_pem.clone(),
+            ca,
+            dir,
+            child: None,
+        };
+        w.serve_certificate_valid_for(time::Duration::days(90));
+        w
+    }
+
+    /// Writes a new serving certificate from the same CA, valid for `valid_for`; the webhook
+    /// serves it within its reload interval (2 s).
+    pub fn serve_certificate_valid_for(&self, valid_for: time::Duration) {
+        let serving =
+            self.ca.issue(&["localhost".into()], &["127.0.0.1".parse().unwrap()], valid_for).unwrap();
+        hab_bootstrap::certs::write(&self.dir.join("tls.crt"), &serving.cert_pem, 0o644).unwrap();
+        hab_bootstrap::certs::write(&self.dir.join("tls.key"), &serving.key_pem, 0o600).unwrap();
     }
 
     pub fn cert_reloader(&self) -> std::sync::Arc<hab_bootstrap::webhook::server::tls::CertReloader> {
@@ -164,7 +179,7 @@ pub async fn register(client: &Client, ca_pem: &str, port: u16, name: &str, file
 
 /// Webhook configurations take effect asynchronously: wait until a dry-run StatefulSet comes back
 /// labelled by us.
-async fn wait_until_effective(client: &Client) {
+pub async fn wait_until_effective(client: &Client) {
     let ns = namespace(client, "e2e-probe").await;
     let api = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns);
     let sts = super::objects::statefulset("probe", "probe", 1, &[("habitat/bootstrap", "true")]);
