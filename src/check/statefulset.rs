@@ -269,10 +269,7 @@ mod tests {
 
     fn facts() -> StsFacts {
         let options = BootstrapOptions::from_annotations(None).unwrap();
-        let access = needed_access(&options)
-            .into_iter()
-            .map(|a| Access { allowed: Ok(true), ..a })
-            .collect();
+        let access = needed_access(&options).into_iter().map(|a| Access { allowed: Ok(true), ..a }).collect();
         let status = r#"{"version":"0.1.0","supervisor":"sup","peers":[],"env":[]}"#;
         StsFacts {
             namespace: "ns".into(),
