@@ -78,6 +78,10 @@ async fn check_is_quiet_on_a_healthy_ring() {
     assert_eq!(code, 0);
     assert!(problems(&report).is_empty());
     assert!(text.contains("one leader") && text.contains("survives 1 more failure"), "{text}");
+    w.summary(
+        "check on a healthy ring",
+        "check exits 0 and reports one ring, one leader, 1 failure to spare",
+    );
 }
 
 /// Two pods labelled leader (someone labelled a follower by hand): found, with the command that
@@ -101,6 +105,7 @@ async fn check_finds_two_leaders_by_label() {
     assert!(message.contains("2 pods are labelled role=leader"), "{message}");
     assert!(message.contains(&format!("the census leader is {leader}")), "{message}");
     assert!(fix.contains(&format!("label pod {follower} role-")), "{fix}");
+    w.summary("rollout", "check exits 1 naming both pods and the command that fixes it");
 }
 
 /// A ghost: a pod's Supervisor crashes and the pod is replaced without its state (no volume of the
@@ -119,12 +124,20 @@ async fn check_finds_a_ghost_counted_in_the_quorum() {
     w.down.insert("ring-1".into());
     w.delete_pod("ring-1").await;
     w.down.remove("ring-1");
+    // A suspect member is not a ghost yet: wait until the ring has confirmed it dead (then it is
+    // counted as such) or the sidecar has departed it.
     let (code, report, _) = check_until(&w.ns, "the ghost of ring-1", WAIT, |_, r| {
-        r["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["check"] == "ring.ghosts" && f["message"].as_str().unwrap().contains(&before[..8]))
+        let findings = r["findings"].as_array().unwrap();
+        let message = |check: &str| {
+            findings
+                .iter()
+                .find(|f| f["check"] == check)
+                .and_then(|f| f["message"].as_str())
+                .unwrap_or_default()
+        };
+        message("ring.ghosts").contains(&before[..8])
+            && (message("ring.quorum").contains("(1 dead)")
+                || message("ring.ghosts").contains("departed by the sidecar"))
     });
     let ghost = report["findings"].as_array().unwrap().iter().find(|f| f["check"] == "ring.ghosts").unwrap();
     if ghost["status"] == "warning" {
@@ -138,4 +151,8 @@ async fn check_finds_a_ghost_counted_in_the_quorum() {
     } else {
         assert!(ghost["message"].as_str().unwrap().contains("departed by the sidecar"), "{ghost}");
     }
+    w.summary(
+        "check, a ghost",
+        "check names the dead predecessor and the quorum it costs, or that the sidecar departed it",
+    );
 }
