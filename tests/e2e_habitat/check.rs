@@ -78,10 +78,7 @@ async fn check_is_quiet_on_a_healthy_ring() {
     assert_eq!(code, 0);
     assert!(problems(&report).is_empty());
     assert!(text.contains("one leader") && text.contains("survives 1 more failure"), "{text}");
-    w.summary(
-        "check on a healthy ring",
-        "check exits 0 and reports one ring, one leader, 1 failure to spare",
-    );
+    w.summary("rollout", "check exits 0 and reports one ring, one leader, 1 failure to spare");
 }
 
 /// Two pods labelled leader (someone labelled a follower by hand): found, with the command that
@@ -152,7 +149,7 @@ async fn check_finds_a_ghost_counted_in_the_quorum() {
         assert!(ghost["message"].as_str().unwrap().contains("departed by the sidecar"), "{ghost}");
     }
     w.summary(
-        "check, a ghost",
+        "rollout",
         "check names the dead predecessor and the quorum it costs, or that the sidecar departed it",
     );
 }
