@@ -722,6 +722,16 @@ impl Drop for World {
             let _ =
                 kubectl_output(&["delete", "pv", "-l", &format!("hab-bootstrap-e2e={ns}"), "--wait=false"]);
         }
+        // The last world of a webhook: other test binaries share this control plane, so leave no
+        // webhook registered that nobody serves (it would refuse their opted-in StatefulSets).
+        if Arc::strong_count(&self.webhook) == 1 {
+            let _ = kubectl_output(&[
+                "delete",
+                "mutatingwebhookconfiguration",
+                "hab-bootstrap",
+                "--ignore-not-found",
+            ]);
+        }
     }
 }
 
