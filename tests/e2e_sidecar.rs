@@ -17,10 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -148,60 +146,7 @@ async fn wait_label(pods: &Api<Pod>, name: &str, want: Option<&str>) {
 /// A ServiceAccount token from the TokenRequest API; bound to `pod` when given, as the kubelet's
 /// projected token is (that binding is what puts the pod's name in the request's user info).
 async fn token(admin: &Client, ns: &str, service_account: &str, pod: Option<&Pod>) -> String {
-    let api = Api::<ServiceAccount>::namespaced(admin.clone(), ns);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            bound_object_ref: pod.map(|pod| BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            expiration_seconds: Some(3600),
-        },
-        ..Default::default()
-    };
-    let created = api.create_token_request(service_account, &PostParams::default(), &request).await.unwrap();
-    created.status.expect("a token").token
-}
-
-/// The API server's CA, base64, from the admin kubeconfig (inline data or a file it names).
-fn api_server_ca() -> String {
-    let path = std::env::var_os("KUBECONFIG").expect("KUBECONFIG");
-    let config = Kubeconfig::read_from(&path).unwrap();
-    let context = config.current_context.clone().expect("a current context");
-    let cluster_name = config
-        .contexts
-        .iter()
-        .find(|c| c.name == context)
-        .and_then(|c| c.context.as_ref())
-        .map(|c| c.cluster.clone())
-        .expect("the current context");
-    let cluster = config
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster_name)
-        .and_then(|c| c.cluster.clone())
-        .expect("the current cluster");
-    if let Some(data) = cluster.certificate_authority_data {
-        return data;
-    }
-    let file = cluster.certificate_authority.expect("a CA in the admin kubeconfig");
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(file).unwrap())
-}
-
-/// A kubeconfig that authenticates with `token` only (no client certificate).
-fn write_kubeconfig(path: &Path, token: &str, ns: &str) {
-    let server = std::env::var("CP_APISERVER_URL").expect("CP_APISERVER_URL");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: sidecar\n\
-         clusters:\n- name: cp\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: sidecar\n  user:\n    token: \"{token}\"\n\
-         contexts:\n- name: sidecar\n  context:\n    cluster: cp\n    user: sidecar\n    namespace: {ns}\n",
-        ca = api_server_ca()
-    );
-    std::fs::write(path, config).unwrap();
+    support::pod_token::service_account_token(admin, ns, service_account, pod).await.unwrap()
 }
 
 async fn client_from(kubeconfig: &Path) -> Client {
@@ -224,7 +169,7 @@ async fn identity(
 ) -> (PathBuf, Client) {
     let name = pod.and_then(|p| p.metadata.name.clone()).unwrap_or_else(|| "unbound".into());
     let path = dir.join(format!("kubeconfig-{service_account}-{name}"));
-    write_kubeconfig(&path, &token(admin, ns, service_account, pod).await, ns);
+    support::pod_token::write_token_kubeconfig(&path, &token(admin, ns, service_account, pod).await, ns);
     let client = client_from(&path).await;
     (path, client)
 }

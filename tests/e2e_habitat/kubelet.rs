@@ -34,14 +34,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::Kubeconfig;
 
 use crate::census::http_get;
 use crate::spec::{self, Lookup, Mounts};
@@ -791,28 +788,10 @@ async fn prepare(ctx: &Ctx, pod: &Pod) -> Result<PodRt, String> {
     std::fs::create_dir_all(&dir).unwrap();
     let sa =
         pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(name.clone()),
-                uid: Some(uid.clone()),
-            }),
-            expiration_seconds: Some(3600),
-        },
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &ctx.ns)
-        .create_token_request(&sa, &PostParams::default(), &request)
-        .await
-        .map_err(|e| format!("token for {sa}: {e}"))?
-        .status
-        .ok_or("no token")?
-        .token;
+    let token =
+        crate::support::pod_token::service_account_token(&ctx.client, &ctx.ns, &sa, Some(pod)).await?;
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &token, &ctx.ns);
+    crate::support::pod_token::write_token_kubeconfig(&kubeconfig, &token, &ctx.ns);
 
     let mut values = Values::default();
     let spec = pod.spec.as_ref().unwrap();
@@ -855,42 +834,4 @@ async fn prepare(ctx: &Ctx, pod: &Pod) -> Result<PodRt, String> {
         sup: Runner::default(),
         sidecar_started: false,
     })
-}
-
-/// The API server's CA, base64, from the admin kubeconfig (inline data or a file it names).
-fn api_server_ca() -> String {
-    let path = std::env::var_os("KUBECONFIG").expect("KUBECONFIG");
-    let config = Kubeconfig::read_from(&path).unwrap();
-    let context = config.current_context.clone().expect("a current context");
-    let cluster_name = config
-        .contexts
-        .iter()
-        .find(|c| c.name == context)
-        .and_then(|c| c.context.as_ref())
-        .map(|c| c.cluster.clone())
-        .expect("the current context");
-    let cluster = config
-        .clusters
-        .iter()
-        .find(|c| c.name == cluster_name)
-        .and_then(|c| c.cluster.clone())
-        .expect("a cluster");
-    if let Some(data) = cluster.certificate_authority_data {
-        return data;
-    }
-    let file = cluster.certificate_authority.expect("a CA in the admin kubeconfig");
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(file).unwrap())
-}
-
-/// A kubeconfig that authenticates with `token` only, as the mounted ServiceAccount token would.
-fn write_kubeconfig(path: &Path, token: &str, ns: &str) {
-    let server = std::env::var("CP_APISERVER_URL").expect("CP_APISERVER_URL");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: pod\n\
-         clusters:\n- name: cp\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: pod\n  user:\n    token: \"{token}\"\n\
-         contexts:\n- name: pod\n  context:\n    cluster: cp\n    user: pod\n    namespace: {ns}\n",
-        ca = api_server_ca()
-    );
-    std::fs::write(path, config).unwrap();
 }
