@@ -739,6 +739,10 @@ fn start_supervisor(
         .env("HAB_LAUNCH_BINARY", ctx.habitat.bin.join("hab-launch"))
         .env("HAB_LICENSE", "accept-no-persist")
         .env("HAB_BLDR_URL", "http://127.0.0.1:1")
+        // hab-launch gives hab-sup 5 s to connect back; with every pod of a scenario, the control
+        // plane and the build on 2 shared cores it sometimes took longer (the launcher exits, as it
+        // would on an overloaded node). This machine's load, not the ring, is not under test.
+        .env("HAB_LAUNCH_SUP_CONNECT_TIMEOUT_SECS", "30")
         .env("HOME", fs_root.join("root"));
     for (k, v) in &env {
         command.env(k, mounts.rewrite(v));
