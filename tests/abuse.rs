@@ -551,7 +551,10 @@ async fn sigterm_tells_clients_to_go_away_and_answers_through_the_delay_and_the_
     // A request that a GOAWAY kept from being sent (hyper says Canceled: nothing was written) is
     // the one kind of failure a client must retry itself; Go's HTTP/2 transport, the API
     // server's, does. Anything else (an HTTP error, a request cut after it was sent) is a loss.
-    let canceled = |e: &String| e.starts_with("HTTP/2") && e.contains("Canceled");
+    let canceled = |e: &String| {
+        e.starts_with("HTTP/2")
+            && (e.contains("Canceled") || (e.contains("GoAway(") && e.contains("NO_ERROR")))
+    };
     let unsent = results.iter().filter(|r| r.2.as_ref().is_err_and(canceled)).count();
     let failed: Vec<_> = results.iter().filter(|r| r.2.as_ref().is_err_and(|e| !canceled(e))).collect();
     let during_delay = results.iter().filter(|r| r.0 > signalled && r.2.is_ok()).count();

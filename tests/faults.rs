@@ -503,9 +503,11 @@ async fn sigterm_under_load(bodies: &Bodies) {
         }
     });
     let (status, w) = status.await.unwrap();
-    // A request a GOAWAY kept from being sent (hyper: Canceled, nothing written) is retried by
-    // Go's HTTP/2 transport, the API server's; any other failure is a loss.
-    let unsent = |r: &&(Instant, bool, Outcome)| matches!(&r.2, Outcome::Failed(e) if e.contains("Canceled"));
+    // A request a GOAWAY kept from being processed is retried by Go's HTTP/2 transport, the API
+    // server's: hyper says Canceled (nothing written), or refuses to send on a connection the
+    // server has already told to go away (GoAway NO_ERROR: a stream the server never saw, RFC
+    // 9113 §6.8). Any other failure is a loss.
+    let unsent = |r: &&(Instant, bool, Outcome)| matches!(&r.2, Outcome::Failed(e) if e.contains("Canceled") || (e.contains("GoAway(") && e.contains("NO_ERROR")));
     let not_sent = results.iter().filter(unsent).count();
     let failed: Vec<_> =
         results.iter().filter(|r| matches!(r.2, Outcome::Failed(_))).filter(|r| !unsent(r)).collect();
