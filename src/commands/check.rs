@@ -12,7 +12,7 @@ use anyhow::Context;
 use futures::future::join_all;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingAdmissionPolicy};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -29,6 +29,7 @@ use crate::injection::annotations::{self, BootstrapOptions};
 use crate::injection::pod_identity::{POD_INDEX_LABEL, POD_NAME_LABEL};
 use crate::injection::render::status::InjectionStatus;
 use crate::injection::supervisor_args::DEFAULT_HTTP_PORT;
+use crate::runtime::access_review;
 use crate::sidecar::census::Census;
 use crate::sidecar::census_client::CensusClient;
 
@@ -564,25 +565,7 @@ async fn can(
     resource: &str,
     verb: &str,
 ) -> Result<bool, String> {
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
-            groups: Some(vec![
-                "system:serviceaccounts".to_owned(),
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".to_owned(),
-            ]),
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(ns.to_owned()),
-                group: Some(group.to_owned()),
-                resource: Some(resource.to_owned()),
-                verb: Some(verb.to_owned()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let review = access_review::for_service_account(ns, sa, group, resource, verb);
     let answer = Api::<SubjectAccessReview>::all(client.clone())
         .create(&PostParams::default(), &review)
         .await

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::PostParams;
@@ -19,6 +19,7 @@ use tracing::warn;
 
 use crate::injection::decision::ServiceFact;
 use crate::injection::ring_key;
+use crate::runtime::access_review;
 use crate::webhook::admission::{ClusterView, EventSink, EventType};
 use crate::webhook::deadline;
 
@@ -152,24 +153,7 @@ impl ClusterView for KubeCluster {
         if let Some(allowed) = self.cached_access(&key) {
             return Some(allowed);
         }
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(format!("system:serviceaccount:{ns}:{service_account}")),
-                groups: Some(vec![
-                    "system:serviceaccounts".to_owned(),
-                    format!("system:serviceaccounts:{ns}"),
-                    "system:authenticated".to_owned(),
-                ]),
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: Some(ns.to_owned()),
-                    verb: Some("patch".to_owned()),
-                    resource: Some("pods".to_owned()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let review = access_review::for_service_account(ns, service_account, "", "pods", "patch");
         let api = Api::<SubjectAccessReview>::all(self.client.clone());
         let within = deadline::remaining(self.live_read_timeout);
         let allowed = match tokio::time::timeout(within, api.create(&PostParams::default(), &review)).await {
