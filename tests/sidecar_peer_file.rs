@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hab_bootstrap::sidecar::peer_file::PeerFile;
-use hab_bootstrap::sidecar::peer_set::{PeerSelector, peer_file_content};
+use hab_bootstrap::sidecar::peer_set::{PeerSelector, peer_file_content, watch_selector, watched_ordinals};
 use k8s_openapi::api::core::v1::{Pod, PodIP, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 
@@ -187,4 +187,39 @@ fn a_reader_never_sees_a_partial_file() {
     }
     done.store(true, Ordering::Relaxed);
     assert!(reader.join().unwrap() >= 100);
+}
+
+#[test]
+fn a_pod_watches_the_first_three_and_powers_of_two_away() {
+    let list = |own| watched_ordinals(own).into_iter().collect::<Vec<_>>();
+    assert_eq!(list(0)[..6], [1, 2, 4, 8, 16, 32]);
+    assert_eq!(list(5)[..8], [0, 1, 2, 3, 4, 6, 7, 9]);
+    assert!(!watched_ordinals(700).contains(&700));
+    for own in [0, 1, 3, 500, 999, 70_000, u32::MAX] {
+        assert!(watched_ordinals(own).len() <= 35, "{own}: {:?}", watched_ordinals(own));
+    }
+}
+
+#[test]
+fn every_joining_pod_has_a_candidate_and_the_fan_out_is_n_log_n() {
+    let n = 1000u32;
+    // An ordered rollout starts pod i once i-1 runs; a parallel one has pod 0 early.
+    for own in 1..n {
+        let watched = watched_ordinals(own);
+        assert!(watched.contains(&(own - 1)) && watched.contains(&0), "{own}");
+    }
+    // How many (watcher, watched) pairs a ring of n has: each is one watch event per change.
+    let pairs: usize = (0..n).map(|own| watched_ordinals(own).iter().filter(|&&i| i < n).count()).sum();
+    // Every pod watching every other: n·(n−1) = 999,000.
+    assert_eq!(pairs, 20_918);
+}
+
+#[test]
+fn the_watch_selector_narrows_the_statefulset_selector_when_the_ordinal_is_known() {
+    assert_eq!(watch_selector("app=redis", None), "app=redis");
+    assert_eq!(
+        watch_selector("app=redis", Some(3)),
+        "app=redis,apps.kubernetes.io/pod-index in (0,1,2,4,5,7,11,19,35,67,131,259,515,1027,2051,4099,8195,16387,32771)"
+    );
+    assert!(watch_selector("", Some(0)).starts_with("apps.kubernetes.io/pod-index in (1,2,4,"));
 }

@@ -20,7 +20,7 @@ use crate::sidecar::ghost_reaper::GhostReaper;
 use crate::sidecar::label::{KubeLabelWriter, RoleLabel};
 use crate::sidecar::metrics::{self, Metrics, metrics_text};
 use crate::sidecar::peer_file::PeerFile;
-use crate::sidecar::peer_set::PeerSelector;
+use crate::sidecar::peer_set::{PeerSelector, watch_selector};
 use crate::sidecar::pod_watch::PodWatch;
 use crate::sidecar::role_loop::{RoleLoop, RoleLoopConfig};
 use crate::sidecar::rumor_file;
@@ -110,6 +110,10 @@ pub struct PeerWatchArgs {
     /// Label selector of the StatefulSet's pods, e.g. `app=redis`.
     #[arg(long, env = "HABITAT_BOOTSTRAP_POD_SELECTOR")]
     pub pod_selector: Option<String>,
+    /// This pod's ordinal (its pod-index label): watch only the pods near it and the first three
+    /// (see `watched_ordinals`) instead of the whole StatefulSet.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_POD_INDEX")]
+    pub pod_index: Option<u32>,
     /// The Supervisors' gossip port, written into the file when not 9638.
     #[arg(long, env = "HABITAT_BOOTSTRAP_GOSSIP_PORT", default_value_t = DEFAULT_GOSSIP_PORT)]
     pub gossip_port: u16,
@@ -145,7 +149,7 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         peer_watch,
         supervisor_state,
     } = args;
-    let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, gossip_port } = peer_watch;
+    let PeerWatchArgs { peer_watch_file, statefulset, pod_selector, pod_index, gossip_port } = peer_watch;
     let SupervisorStateArgs { sup_state_dir, ctl_gateway } = supervisor_state;
     crate::runtime::logging::init_logging(log_format);
     validate_label_key(&label_key)?;
@@ -188,7 +192,10 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = peer_watch_file {
         let watch = PodWatch {
             pods: Api::namespaced(client.clone(), &pod_namespace),
-            label_selector: pod_selector.context("--pod-selector is required with --peer-watch-file")?,
+            label_selector: watch_selector(
+                &pod_selector.context("--pod-selector is required with --peer-watch-file")?,
+                pod_index,
+            ),
             selector: PeerSelector {
                 statefulset: statefulset.context("--statefulset is required with --peer-watch-file")?,
                 own_pod: pod_name.clone(),

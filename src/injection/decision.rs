@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::injection::annotations::{self, BootstrapOptions};
 pub use crate::injection::facts::{Facts, ServiceFact};
-use crate::injection::pod_identity::{ordinal, statefulset_owner};
+use crate::injection::pod_identity::{has_pod_index_label, ordinal, statefulset_owner};
 use crate::injection::render::env::{self, downward, literal};
 use crate::injection::render::sidecar::{
     RunAs, SERVICE_ACCOUNT_MOUNT, SIDECAR_NAME, SidecarInputs, StateInputs, WatchFileInputs,
@@ -343,6 +343,9 @@ fn sidecar_inputs(
             mount: render::peers_volume().1,
             statefulset: target.sts_name.clone(),
             pod_selector: selector_string(target.spec.selector.clone()),
+            // Set by the StatefulSet controller (PodIndexLabel, on since 1.28); `ordinal` checked
+            // it against the name.
+            pod_index: has_pod_index_label(pod).then_some(target.ordinal),
             gossip_port: sup.flags.gossip_port,
         }),
         role_label: options.role_label,

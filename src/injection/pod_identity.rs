@@ -16,6 +16,11 @@ pub fn statefulset_owner(pod: &Pod) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true) && r.kind == "StatefulSet" && r.api_version.starts_with("apps/"))
 }
 
+/// Whether the StatefulSet controller labelled the pod with its ordinal (PodIndexLabel).
+pub fn has_pod_index_label(pod: &Pod) -> bool {
+    pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key(POD_INDEX_LABEL))
+}
+
 /// The pod's ordinal: the pod-index label when present, else the numeric suffix of its name, which
 /// must be `<statefulset>-<ordinal>` (the stable DNS name depends on it).
 pub fn ordinal(pod: &Pod, statefulset: &str) -> Result<u32, String> {

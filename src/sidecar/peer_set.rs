@@ -10,8 +10,34 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::injection::pod_identity::statefulset_owner;
+use crate::injection::pod_identity::{POD_INDEX_LABEL, statefulset_owner};
 use crate::injection::supervisor_args::DEFAULT_GOSSIP_PORT;
+
+/// The ordinals whose pods this one watches: the first three, and those a power of two away on
+/// either side (1, 2, 4, … 2^15). A lone Supervisor needs one live member to join, and reads the
+/// file only while alone; after that gossip keeps the ring. Each pod watching every other made a
+/// rollout cost n² watch events; this way a pod's change reaches about 2·log2(n) watchers (every
+/// watcher when it is one of the first three), and a joining pod still has ~2·log2(n) + 3
+/// candidates: its neighbours in an ordered rollout, pod 0 in a parallel one, and enough spread
+/// that losing a range of pods leaves it some.
+pub fn watched_ordinals(own: u32) -> BTreeSet<u32> {
+    let near = (0..16).map(|k| 1u32 << k).flat_map(|d| [own.checked_sub(d), own.checked_add(d)]);
+    [0, 1, 2].into_iter().chain(near.flatten()).filter(|&i| i != own).collect()
+}
+
+/// The label selector of the sidecar's pod watch: the StatefulSet's selector, narrowed to the
+/// watched ordinals when the pod's ordinal is known from its pod-index label (API servers without
+/// that label, PodIndexLabel off, get the whole StatefulSet).
+pub fn watch_selector(pod_selector: &str, own_index: Option<u32>) -> String {
+    match own_index {
+        None => pod_selector.to_owned(),
+        Some(own) => {
+            let ordinals: Vec<String> = watched_ordinals(own).iter().map(u32::to_string).collect();
+            let narrowed = format!("{POD_INDEX_LABEL} in ({})", ordinals.join(","));
+            if pod_selector.is_empty() { narrowed } else { format!("{pod_selector},{narrowed}") }
+        }
+    }
+}
 
 /// Whose pods count as peers of this one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,6 +63,8 @@ pub struct WatchFileInputs {
     pub mount: VolumeMount,
     pub statefulset: String,
     pub pod_selector: String,
+    /// The pod's pod-index label, when it has one: the sidecar then watches the pods near it only.
+    pub pod_index: Option<u32>,
     pub gossip_port: u16,
 }
 
@@ -91,6 +93,9 @@ pub fn sidecar_container(settings: &InjectionSettings, inputs: &SidecarInputs) -
             "--gossip-port".to_owned(),
             w.gossip_port.to_string(),
         ]);
+        if let Some(index) = w.pod_index {
+            args.extend(["--pod-index".to_owned(), index.to_string()]);
+        }
         mounts.push(w.mount.clone());
     }
     if let Some(state) = &inputs.state {
