@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -92,6 +93,15 @@ async fn check_finds_two_leaders_by_label() {
     healthy_ring(&mut w, &StsSpec { volume: SupVolume::None, ..StsSpec::new("ring", 3) }).await;
     let leader = w.leader_label("ring", &[0, 1, 2]).await.unwrap();
     let follower = ["ring-0", "ring-1", "ring-2"].into_iter().find(|p| *p != leader).unwrap();
+    // Its sidecar writes `follower` once, when it first knows the role: the wrong label goes on
+    // after that write (before it, the sidecar's first write would correct it, and did once).
+    let deadline = Instant::now() + WAIT;
+    while w.pods().get(follower).await.unwrap().labels().get(ROLE_LABEL).map(String::as_str)
+        != Some("follower")
+    {
+        assert!(Instant::now() < deadline, "{follower} not labelled follower after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let patch = json!({"metadata": {"labels": {ROLE_LABEL: "leader"}}});
     w.pods().patch(follower, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
     let (code, report, _) = check_until(&w.ns, "two leaders by label", Duration::from_secs(30), |_, r| {
