@@ -765,3 +765,99 @@ async fn a_real_reinvocation_review_changes_nothing() {
     assert!(answer.patch.is_none(), "{:?}", answer.patch);
     assert_peer_watch_file(object);
 }
+
+/// The pod's QoS class as Kubernetes computes it (pkg/apis/core/helper/qos): Guaranteed when every
+/// container, init containers (native sidecars) included, has cpu and memory limits equal to its
+/// requests (an unset request defaults to its limit); BestEffort when none sets any.
+fn qos_class(pod: &Value) -> &'static str {
+    use hab_bootstrap::injection::quantity::parse;
+    let spec = &pod["spec"];
+    let all = spec["containers"].as_array().into_iter().chain(spec["initContainers"].as_array()).flatten();
+    let (mut any, mut guaranteed) = (false, true);
+    for container in all {
+        let resources = &container["resources"];
+        for resource in ["cpu", "memory"] {
+            let limit = resources["limits"][resource].as_str();
+            let request = resources["requests"][resource].as_str().or(limit);
+            any |= request.is_some();
+            guaranteed &= matches!((request, limit), (Some(r), Some(l)) if parse(r) == parse(l));
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+const GUARANTEED_SIDECAR: [(&str, &str); 4] = [
+    ("habitat/sidecar-cpu-request", "50m"),
+    ("habitat/sidecar-cpu-limit", "0.05"),
+    ("habitat/sidecar-memory-request", "32Mi"),
+    ("habitat/sidecar-memory-limit", "32Mi"),
+];
+
+#[tokio::test]
+async fn a_guaranteed_pod_stays_guaranteed_when_the_annotations_size_the_sidecar_alike() {
+    let mut pod = redis_pod();
+    pod["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}});
+    assert_eq!(qos_class(&pod), "Guaranteed");
+    // The webhook's default sidecar requests less than its limit: the pod falls to Burstable.
+    let (_, out, _, _) = admit(keyed_cluster(), &pod).await;
+    assert_eq!(qos_class(&out), "Burstable");
+
+    let annotations: Vec<(&str, &str)> = [RING_KEY].into_iter().chain(GUARANTEED_SIDECAR).collect();
+    let (answer, out, _, _) = admit(cluster_with(true, &annotations), &pod).await;
+    assert!(answer.allowed, "{:?}", answer.message);
+    assert_eq!(qos_class(&out), "Guaranteed");
+    assert_eq!(
+        sidecar(&out)["resources"],
+        json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "0.05", "memory": "32Mi"}})
+    );
+    // Nothing else of the injection changes.
+    assert_peer_watch_file(&out);
+}
+
+#[tokio::test]
+async fn the_sidecars_image_and_timings_come_from_the_annotations() {
+    let annotations = [
+        RING_KEY,
+        ("habitat/sidecar-image", "registry.example/hab-bootstrap:9"),
+        ("habitat/sidecar-poll-interval", "500ms"),
+        ("habitat/sidecar-unknown-grace", "12s"),
+    ];
+    let (answer, out, _, _) = admit(cluster_with(true, &annotations), &redis_pod()).await;
+    assert!(answer.allowed, "{:?}", answer.message);
+    assert_eq!(sidecar(&out)["image"], "registry.example/hab-bootstrap:9");
+    let side = args(sidecar(&out)).join(" ");
+    assert!(side.contains("--interval 500ms") && side.contains("--unknown-grace 12s"), "{side}");
+    // Left out: the sidecar's own defaults, and no flag for them.
+    let (_, plain, _, _) = admit(keyed_cluster(), &redis_pod()).await;
+    let side = args(sidecar(&plain)).join(" ");
+    assert!(!side.contains("--interval") && !side.contains("--unknown-grace"), "{side}");
+
+    // The operator may keep the image theirs.
+    let mut a = admission(cluster_with(true, &annotations));
+    a.settings.allow_sidecar_image_annotation = false;
+    let body = serde_json::to_vec(&review_of(&redis_pod(), "CREATE", false)).unwrap();
+    let answer = decode(&a.review_pod(&body).await.unwrap());
+    assert!(!answer.allowed);
+    assert!(answer.message.unwrap().contains("--allow-sidecar-image-annotation=false"));
+}
+
+#[tokio::test]
+async fn bad_sidecar_settings_are_denied_with_what_to_fix() {
+    for (bad, want) in [
+        (("habitat/sidecar-cpu-limit", "1m"), "set habitat/sidecar-cpu-limit to at least 5m"),
+        (("habitat/sidecar-memory-request", "32MB"), "unknown suffix \"MB\""),
+        (("habitat/sidecar-poll-interval", "0s"), "must be longer than 0"),
+        (("habitat/sidecar-unknown-grace", "5"), "missing unit"),
+        (("habitat/sidecar-image", " "), "expected an image reference"),
+    ] {
+        let (answer, _, _, _) = admit(cluster_with(true, &[RING_KEY, bad]), &redis_pod()).await;
+        assert!(!answer.allowed, "{bad:?}");
+        let message = answer.message.unwrap();
+        assert!(message.contains(bad.0) && message.contains(want), "{bad:?}: {message}");
+    }
+}

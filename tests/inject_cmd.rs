@@ -178,3 +178,36 @@ fn useful_errors() {
         Some("/habitat-bootstrap/peers")
     );
 }
+
+/// The per-StatefulSet sidecar settings show in the rendered pod, and a bad one is refused with the
+/// webhook's own message.
+#[test]
+fn shows_the_statefulsets_own_sidecar_settings() {
+    let annotated = EXAMPLE.replace(
+        "    habitat/bootstrap: \"true\"\n",
+        "    habitat/bootstrap: \"true\"\n    habitat/sidecar-cpu-request: 50m\n    habitat/sidecar-cpu-limit: 50m\n    \
+         habitat/sidecar-memory-request: 32Mi\n    habitat/sidecar-memory-limit: 32Mi\n    \
+         habitat/sidecar-image: registry.example/hab-bootstrap:9\n    habitat/sidecar-poll-interval: 500ms\n    \
+         habitat/sidecar-unknown-grace: 12s\n",
+    );
+    assert_ne!(annotated, EXAMPLE);
+    let (ok, out, err) = inject(&["-f", "-", "--ordinal", "1", "-o", "json"], Some(&annotated));
+    assert!(ok, "{err}");
+    let pod: Value = serde_json::from_str(&out).unwrap();
+    let sidecar = &pod["spec"]["initContainers"][0];
+    assert_eq!(sidecar["image"], "registry.example/hab-bootstrap:9");
+    assert_eq!(
+        sidecar["resources"],
+        json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "50m", "memory": "32Mi"}})
+    );
+    assert_eq!((flag(sidecar, "--interval"), flag(sidecar, "--unknown-grace")), (Some("500ms"), Some("12s")));
+
+    let too_small =
+        annotated.replace("habitat/sidecar-memory-limit: 32Mi", "habitat/sidecar-memory-limit: 16Mi");
+    let (ok, _, err) = inject(&["-f", "-", "--ordinal", "1"], Some(&too_small));
+    assert!(!ok, "{err}");
+    assert!(err.contains("would be refused") && err.contains("memory limit 16Mi"), "{err}");
+    let (ok, _, err) =
+        inject(&["-f", "-", "--ordinal", "1", "--allow-sidecar-image-annotation=false"], Some(&annotated));
+    assert!(!ok && err.contains("remove the annotation"), "{err}");
+}

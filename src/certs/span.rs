@@ -3,9 +3,9 @@
 
 use time::Duration;
 
-/// [`crate::runtime::duration::parse_duration`], as the `time` crate's Duration the certificate code uses.
+/// [`crate::injection::duration::parse_duration`], as the `time` crate's Duration the certificate code uses.
 pub fn parse_span(text: &str) -> Result<Duration, String> {
-    let span = crate::runtime::duration::parse_duration(text)?;
+    let span = crate::injection::duration::parse_duration(text)?;
     Duration::try_from(span).map_err(|_| format!("{text:?}: too long"))
 }
 

@@ -26,7 +26,7 @@ use crate::certs::ensure::{self, EnsureOptions};
 use crate::certs::plan::{Names, Policy};
 use crate::certs::span::parse_span;
 use crate::certs::{CertificateAuthority, write};
-use crate::runtime::duration::parse_duration;
+use crate::injection::duration::parse_duration;
 use crate::runtime::logging::LogFormat;
 use crate::runtime::signals::Termination;
 use crate::runtime::{kube_client, tokio_runtime};

@@ -76,7 +76,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub fix_template_labels: bool,
     /// Bound on each request.
-    #[arg(long, default_value = "5s", value_parser = crate::runtime::duration::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::injection::duration::parse_duration)]
     pub timeout: Duration,
     /// How to read each pod's census (`direct`: to the pod IP, for tests on a kwok cluster).
     #[arg(long, value_enum, default_value_t = CensusVia::Proxy, hide = true)]

@@ -74,7 +74,7 @@ pub fn render(manifest: &str, ordinal: u32, settings: &InjectionSettings) -> any
         );
     }
     // What the API server stores after our StatefulSet webhook, as if the manifest were created.
-    let sts = match decide_template(&sts, true) {
+    let sts = match decide_template(&sts, true, settings) {
         TemplateDecision::Deny(msg) => bail!("the StatefulSet would be refused: {msg}"),
         TemplateDecision::Relabel { mutated, .. } => *mutated,
         TemplateDecision::Unchanged => sts,

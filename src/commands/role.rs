@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::runtime::duration::parse_duration;
+use crate::injection::duration::parse_duration;
 use crate::runtime::tokio_runtime;
 use crate::sidecar::census::decide_role;
 use crate::sidecar::census_client::{CensusClient, GatewayToken};

@@ -11,9 +11,9 @@ use kube::Api;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::injection::duration::{parse_duration, parse_positive_duration};
 use crate::injection::supervisor_args::DEFAULT_GOSSIP_PORT;
 use crate::runtime::admin;
-use crate::runtime::duration::parse_duration;
 use crate::runtime::{kube_client, tokio_runtime};
 use crate::sidecar::census_client::{CensusClient, GatewayToken};
 use crate::sidecar::ghost_reaper::GhostReaper;
@@ -117,13 +117,6 @@ pub struct PeerWatchArgs {
     /// The Supervisors' gossip port, written into the file when not 9638.
     #[arg(long, env = "HABITAT_BOOTSTRAP_GOSSIP_PORT", default_value_t = DEFAULT_GOSSIP_PORT)]
     pub gossip_port: u16,
-}
-
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("must be longer than 0".into()),
-        duration => Ok(duration),
-    }
 }
 
 pub fn run(args: SidecarArgs) -> anyhow::Result<ExitCode> {

@@ -10,9 +10,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
+use crate::injection::duration::parse_duration;
 use crate::injection::settings::InjectionSettings;
 use crate::runtime::admin::{self, Health};
-use crate::runtime::duration::parse_duration;
 use crate::runtime::logging::{self, LogFormat};
 use crate::runtime::signals::termination_signal;
 use crate::runtime::{kube_client, tokio_runtime};

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::injection::sidecar_overrides::SidecarOverrides;
+
 /// On a StatefulSet: `"true"` opts its pods in. On a pod template / pod (as a label): stamped by us.
 pub const BOOTSTRAP: &str = "habitat/bootstrap";
 /// On a StatefulSet: name of the supervisor container, when detection by command line is not wanted.
@@ -38,6 +40,8 @@ pub struct BootstrapOptions {
     pub service_group: Option<String>,
     /// The Secret with the ring key; None: no key (not stamped, or `none`).
     pub ring_key_secret: Option<String>,
+    /// The sidecar's settings this StatefulSet picks (resources, image, timings).
+    pub sidecar: SidecarOverrides,
 }
 
 impl Default for BootstrapOptions {
@@ -48,6 +52,7 @@ impl Default for BootstrapOptions {
             legacy_peer_mode: false,
             service_group: None,
             ring_key_secret: None,
+            sidecar: SidecarOverrides::default(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl BootstrapOptions {
             legacy_peer_mode,
             service_group,
             ring_key_secret,
+            sidecar: SidecarOverrides::read(get)?,
         })
     }
 }

@@ -82,6 +82,11 @@ pub fn decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Decisio
 
 fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<Injection, String> {
     let target = Target::of(pod, facts)?;
+    // The StatefulSet's own sidecar settings over the webhook's.
+    let sts_name = &target.sts_name;
+    let settings =
+        target.options.sidecar.apply(settings).map_err(|e| format!("StatefulSet {sts_name:?}: {e}"))?;
+    let settings = &*settings;
     // Read the pod as the user wrote it, without an earlier injection of ours.
     let analysed = as_written(pod);
     let sup = Supervisor::find(&analysed, &target.options)?;
@@ -349,6 +354,8 @@ fn sidecar_inputs(
             gossip_port: sup.flags.gossip_port,
         }),
         role_label: options.role_label,
+        poll_interval: options.sidecar.poll_interval.clone(),
+        unknown_grace: options.sidecar.unknown_grace.clone(),
         state: state.shared.clone().map(|(mount, dir)| StateInputs {
             mount,
             dir,

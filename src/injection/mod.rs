@@ -4,12 +4,15 @@
 
 pub mod annotations;
 pub mod decision;
+pub mod duration;
 pub mod facts;
 pub mod pod_identity;
+pub mod quantity;
 pub mod render;
 pub mod ring_address;
 pub mod ring_key;
 pub mod settings;
+pub mod sidecar_overrides;
 pub mod supervisor_args;
 pub mod template_label;
 pub mod warnings;

@@ -11,6 +11,11 @@ pub struct InjectionSettings {
     /// Image of the role sidecar (this same binary).
     #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_IMAGE", default_value = concat!("hab-bootstrap:", env!("CARGO_PKG_VERSION")))]
     pub sidecar_image: String,
+    /// Whether a StatefulSet may run the sidecar from another image (annotation
+    /// `habitat/sidecar-image`). Whoever may edit a StatefulSet already picks its containers' images,
+    /// so this grants nothing new; turn it off to keep every sidecar on the image you vetted.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_ALLOW_SIDECAR_IMAGE_ANNOTATION", default_value_t = true, action = ArgAction::Set)]
+    pub allow_sidecar_image_annotation: bool,
     #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
     pub sidecar_image_pull_policy: String,
     /// Run the sidecar as a native sidecar (an init container with `restartPolicy: Always`, GA in

@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 
 use crate::injection::annotations::{self, BootstrapOptions};
 use crate::injection::ring_key;
+use crate::injection::settings::InjectionSettings;
 
 #[derive(Debug, Clone)]
 pub enum TemplateDecision {
@@ -24,10 +25,15 @@ pub enum TemplateDecision {
 /// (annotation [`annotations::RING_KEY_SECRET`]): Supervisors with a key and without one do not
 /// hear each other, so a ring that already runs keeps running without one (docs/sidecar.md says how
 /// to add one).
-pub fn decide_template(sts: &StatefulSet, creating: bool) -> TemplateDecision {
+/// `settings`: the webhook's, which the StatefulSet's own sidecar settings must agree with (a limit
+/// not below the request).
+pub fn decide_template(sts: &StatefulSet, creating: bool, settings: &InjectionSettings) -> TemplateDecision {
     let annotations = sts.metadata.annotations.as_ref();
     let want = annotations::opted_in(annotations);
-    if want && let Err(e) = BootstrapOptions::from_annotations(annotations) {
+    if want
+        && let Err(e) = BootstrapOptions::from_annotations(annotations)
+            .and_then(|options| options.sidecar.apply(settings).map(drop))
+    {
         return TemplateDecision::Deny(e);
     }
     let labels = sts.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.as_ref());
@@ -65,6 +71,7 @@ pub fn decide_template(sts: &StatefulSet, creating: bool) -> TemplateDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::injection::sidecar_overrides::SIDECAR_CPU_LIMIT;
     use std::collections::BTreeMap;
 
     fn sts(annotation: Option<&str>, label: Option<&str>) -> StatefulSet {
@@ -85,23 +92,32 @@ mod tests {
 
     #[test]
     fn label_follows_annotation() {
-        match decide_template(&sts(Some("true"), None), false) {
+        match decide_template(&sts(Some("true"), None), false, &InjectionSettings::default()) {
             TemplateDecision::Relabel { mutated, labelled: true } => {
                 assert_eq!(label(&mutated).as_deref(), Some("true"))
             }
             other => panic!("{other:?}"),
         }
-        match decide_template(&sts(None, Some("true")), false) {
+        match decide_template(&sts(None, Some("true")), false, &InjectionSettings::default()) {
             TemplateDecision::Relabel { mutated, labelled: false } => assert_eq!(label(&mutated), None),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            decide_template(&sts(Some("true"), Some("true")), false),
+            decide_template(&sts(Some("true"), Some("true")), false, &InjectionSettings::default()),
             TemplateDecision::Unchanged
         ));
-        assert!(matches!(decide_template(&sts(None, None), true), TemplateDecision::Unchanged));
-        assert!(matches!(decide_template(&sts(Some("false"), None), true), TemplateDecision::Unchanged));
-        assert!(matches!(decide_template(&StatefulSet::default(), true), TemplateDecision::Unchanged));
+        assert!(matches!(
+            decide_template(&sts(None, None), true, &InjectionSettings::default()),
+            TemplateDecision::Unchanged
+        ));
+        assert!(matches!(
+            decide_template(&sts(Some("false"), None), true, &InjectionSettings::default()),
+            TemplateDecision::Unchanged
+        ));
+        assert!(matches!(
+            decide_template(&StatefulSet::default(), true, &InjectionSettings::default()),
+            TemplateDecision::Unchanged
+        ));
     }
 
     #[test]
@@ -109,8 +125,15 @@ mod tests {
         let mut s = sts(Some("true"), None);
         s.metadata.annotations.as_mut().unwrap().insert(annotations::PEER_MODE.into(), "dns".into());
         assert!(
-            matches!(decide_template(&s, true), TemplateDecision::Deny(m) if m.contains(annotations::PEER_MODE))
+            matches!(decide_template(&s, true, &InjectionSettings::default()), TemplateDecision::Deny(m) if m.contains(annotations::PEER_MODE))
         );
+        // Checked against the webhook's settings: a limit below the default request is refused now.
+        let mut s = sts(Some("true"), None);
+        s.metadata.annotations.as_mut().unwrap().insert(SIDECAR_CPU_LIMIT.into(), "1m".into());
+        assert!(matches!(
+            decide_template(&s, true, &InjectionSettings::default()),
+            TemplateDecision::Deny(m) if m.contains("cpu limit 1m") && m.contains("below its request 5m")
+        ));
     }
 
     fn ring_key(s: &StatefulSet) -> Option<String> {
@@ -121,7 +144,7 @@ mod tests {
     fn a_statefulset_gets_its_ring_key_when_created_only() {
         let mut created = sts(Some("true"), None);
         created.metadata.name = Some("redis".into());
-        match decide_template(&created, true) {
+        match decide_template(&created, true, &InjectionSettings::default()) {
             TemplateDecision::Relabel { mutated, labelled: true } => {
                 assert_eq!(ring_key(&mutated).as_deref(), Some("redis-habitat-ring"));
                 assert_eq!(label(&mutated).as_deref(), Some("true"));
@@ -131,9 +154,12 @@ mod tests {
         // Already labelled (applied with the label), being created: still gets its key.
         let mut labelled = sts(Some("true"), Some("true"));
         labelled.metadata.name = Some("redis".into());
-        assert!(matches!(decide_template(&labelled, true), TemplateDecision::Relabel { .. }));
+        assert!(matches!(
+            decide_template(&labelled, true, &InjectionSettings::default()),
+            TemplateDecision::Relabel { .. }
+        ));
         // An update of a running ring never adds one.
-        match decide_template(&created, false) {
+        match decide_template(&created, false, &InjectionSettings::default()) {
             TemplateDecision::Relabel { mutated, .. } => assert_eq!(ring_key(&mutated), None),
             other => panic!("{other:?}"),
         }
@@ -145,7 +171,10 @@ mod tests {
                 .as_mut()
                 .unwrap()
                 .insert(annotations::RING_KEY_SECRET.into(), value.into());
-            assert!(matches!(decide_template(&own, true), TemplateDecision::Unchanged));
+            assert!(matches!(
+                decide_template(&own, true, &InjectionSettings::default()),
+                TemplateDecision::Unchanged
+            ));
         }
     }
 }

@@ -1,9 +1,8 @@
 //! Plumbing shared by the long-running subcommands (webhook, sidecar, certs watch): the admin
-//! server, the Kubernetes client, signals, logging, the tokio runtime and duration parsing.
+//! server, the Kubernetes client, signals, logging and the tokio runtime.
 
 pub mod access_review;
 pub mod admin;
-pub mod duration;
 pub mod logging;
 pub mod signals;
 

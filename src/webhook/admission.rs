@@ -303,7 +303,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             Ok(s) => s,
             Err(e) => return self.deny(response, &Denial::UnreadableStatefulSet(e)),
         };
-        match decide_template(&sts, request.operation == "CREATE") {
+        match decide_template(&sts, request.operation == "CREATE", &self.settings) {
             TemplateDecision::Unchanged => (response, Outcome::Unchanged),
             TemplateDecision::Deny(msg) => self.deny(response, &Denial::Template(msg)),
             TemplateDecision::Relabel { mutated, labelled } => {

@@ -30,6 +30,9 @@ pub struct SidecarInputs {
     pub watch_file: Option<WatchFileInputs>,
     /// False: the sidecar keeps the peer file and departs ghosts, but labels nothing.
     pub role_label: bool,
+    /// The sidecar's `--interval` and `--unknown-grace`, when the StatefulSet sets them.
+    pub poll_interval: Option<String>,
+    pub unknown_grace: Option<String>,
     /// None when the Supervisor's state cannot be shared (the sidecar then neither forgets saved
     /// members nor departs its predecessor itself).
     pub state: Option<StateInputs>,
@@ -109,6 +112,9 @@ pub fn sidecar_container(settings: &InjectionSettings, inputs: &SidecarInputs) -
     }
     if !inputs.role_label {
         args.push("--no-role-label".to_owned());
+    }
+    for (flag, value) in [("--interval", &inputs.poll_interval), ("--unknown-grace", &inputs.unknown_grace)] {
+        args.extend(value.iter().flat_map(|v| [flag.to_owned(), v.clone()]));
     }
     let mut env = vec![downward(POD_NAME, "metadata.name"), downward(POD_NAMESPACE, "metadata.namespace")];
     env.extend(

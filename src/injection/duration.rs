@@ -1,5 +1,5 @@
-//! Durations on the command line: `500ms`, `1s`, `2m`, `12h`, `30d`, `1y` (365 days), or a
-//! combination such as `1m30s` or `1d12h`.
+//! Durations on the command line and in annotations: `500ms`, `1s`, `2m`, `12h`, `30d`, `1y` (365
+//! days), or a combination such as `1m30s` or `1d12h`.
 
 use std::time::Duration;
 
@@ -34,6 +34,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     Ok(total)
+}
+
+/// A duration that must not be zero (a poll interval, a timeout).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than 0".into()),
+        duration => Ok(duration),
+    }
 }
 
 #[cfg(test)]
