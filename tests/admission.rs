@@ -861,3 +861,38 @@ async fn bad_sidecar_settings_are_denied_with_what_to_fix() {
         assert!(message.contains(bad.0) && message.contains(want), "{bad:?}: {message}");
     }
 }
+
+#[tokio::test]
+async fn a_dry_run_denial_publishes_no_event() {
+    // Denied by the decision (a bad annotation) or for the ring key's Secret (API down): a real
+    // request records InjectionDenied; a dry run records nothing and does not try the Secret
+    // (sideEffects: NoneOnDryRun).
+    let bad_annotation = || cluster_with(true, &[RING_KEY, ("habitat/sidecar-cpu-limit", "1m")]);
+    let api_down = || MemoryCluster { api_down: true, ..keyed_cluster() };
+    for cluster in [bad_annotation as fn() -> MemoryCluster, api_down] {
+        let real = admit_all(cluster(), &redis_pod(), false).await;
+        assert!(!real.answer.allowed);
+        assert_eq!(real.events.lock().unwrap()[0].reason, "InjectionDenied");
+        let dry = admit_all(cluster(), &redis_pod(), true).await;
+        assert!(dry.events.lock().unwrap().is_empty(), "{:?}", dry.events.lock().unwrap());
+        assert!(dry.ring_keys.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn statefulset_denials_are_cut_to_size_like_pod_denials() {
+    let a = admission(MemoryCluster::default());
+    let mut sts = serde_json::to_value(statefulset("redis", NS, SVC, 3, &[])).unwrap();
+    sts["kind"] = json!("StatefulSet");
+    // The denial quotes the value: a hostile one must not make a huge answer.
+    sts["metadata"]["annotations"]["habitat/peer-mode"] = json!("x".repeat(100_000));
+    let answer = decode(&a.review_statefulset(&sts_review(&sts, "CREATE")).await.unwrap());
+    assert!(!answer.allowed);
+    let message = answer.message.unwrap();
+    assert!(message.contains("habitat/peer-mode"), "{message}");
+    assert!(message.len() <= 1024 + '…'.len_utf8() && message.ends_with('…'), "{} bytes", message.len());
+    // The same cut as a pod's denial.
+    let (answer, _, _, _) =
+        admit(cluster_with(true, &[("habitat/peer-mode", &"x".repeat(100_000))]), &redis_pod()).await;
+    assert_eq!(answer.message.unwrap().len(), message.len());
+}
