@@ -877,6 +877,13 @@ async fn a_dry_run_denial_publishes_no_event() {
         assert!(dry.events.lock().unwrap().is_empty(), "{:?}", dry.events.lock().unwrap());
         assert!(dry.ring_keys.is_empty());
     }
+    // The last Event of the admission path: a pod labelled ours whose StatefulSet is not annotated.
+    let not_annotated = || cluster_with(true, &[("habitat/bootstrap", "")]);
+    let real = admit_all(not_annotated(), &labelled(redis_pod()), false).await;
+    assert_eq!(real.events.lock().unwrap()[0].reason, "InjectionSkipped");
+    let dry = admit_all(not_annotated(), &labelled(redis_pod()), true).await;
+    assert!(dry.answer.warnings[0].contains("is not annotated"), "{:?}", dry.answer.warnings);
+    assert!(dry.events.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
