@@ -1,4 +1,7 @@
-//! `hab-bootstrap inject`: the offline rendering, through the built binary and the library.
+//! `hab-bootstrap inject`: the offline rendering, through the built binary and the library, and
+//! `--from-cluster` against the real control plane (ignored without one).
+
+mod support;
 
 use std::process::Command;
 
@@ -210,4 +213,146 @@ fn shows_the_statefulsets_own_sidecar_settings() {
     let (ok, _, err) =
         inject(&["-f", "-", "--ordinal", "1", "--allow-sidecar-image-annotation=false"], Some(&annotated));
     assert!(!ok && err.contains("remove the annotation"), "{err}");
+}
+
+#[test]
+fn renders_every_ordinal_without_one() {
+    let (ok, out, err) = inject(&["-f", "examples/redis.yaml", "-o", "json"], None);
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["kind"], "List");
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["redis-0", "redis-1", "redis-2"]);
+    // A warning that holds for every ordinal is shown once.
+    let lines: Vec<&str> = err.lines().collect();
+    let unique: std::collections::BTreeSet<&&str> = lines.iter().collect();
+    assert_eq!(lines.len(), unique.len(), "{err}");
+    // YAML: one document per pod, the same pods.
+    let (ok, out, err) = inject(&["-f", "examples/redis.yaml"], None);
+    assert!(ok, "{err}");
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs, list["items"].as_array().unwrap().clone());
+    // Neither a manifest nor a StatefulSet of the cluster: told what to give.
+    let (ok, _, err) = inject(&["--ordinal", "0"], None);
+    assert!(!ok && err.contains("--filename") && err.contains("--from-cluster"), "{err}");
+}
+
+mod from_cluster {
+    //! `inject --from-cluster` against the real control plane:
+    //!   scripts/control-plane.sh run -- cargo test --test inject_cmd -- --include-ignored from_cluster
+
+    use crate::support::{harness, objects};
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::Api;
+    use kube::api::PostParams;
+    use serde_json::Value;
+
+    use super::{flag, inject};
+
+    #[tokio::test]
+    #[ignore = "needs a control plane: run scripts/test"]
+    async fn reads_the_statefulset_its_service_and_the_sidecars_access() {
+        if !harness::enabled() {
+            return;
+        }
+        let client = harness::client().await;
+        let ns = harness::namespace(&client, "inject-from-cluster").await;
+        // Created with no webhook serving this namespace's StatefulSets: stored without the label.
+        let annotations = [
+            ("habitat/bootstrap", "true"),
+            ("habitat/ring-key-secret", "none"),
+            ("habitat/sidecar-poll-interval", "250ms"),
+        ];
+        let mut sts = objects::statefulset("db", "db", 2, &annotations);
+        sts.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove("habitat/bootstrap");
+        let created = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &sts)
+            .await
+            .unwrap();
+        let uid = created.metadata.uid.unwrap();
+
+        let (ok, out, err) = inject(&["--from-cluster", "db", "-n", &ns, "-o", "json"], None);
+        assert!(ok, "{err}");
+        let list: Value = serde_json::from_str(&out).unwrap();
+        let pods = list["items"].as_array().unwrap();
+        let names: Vec<&str> = pods.iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["db-0", "db-1"]);
+        for pod in pods {
+            assert_eq!(pod["metadata"]["namespace"], ns.as_str());
+            assert_eq!(
+                pod["metadata"]["ownerReferences"][0]["uid"],
+                uid.as_str(),
+                "the stored StatefulSet's"
+            );
+            let sidecar = &pod["spec"]["initContainers"][0];
+            assert_eq!(flag(sidecar, "--interval"), Some("250ms"));
+            // As stored: no ring key stamped (it is stamped at creation only), none asked for.
+            assert!(
+                pod["metadata"]["annotations"]["habitat/bootstrap-status"]
+                    .as_str()
+                    .unwrap()
+                    .contains("\"supervisor\":\"redis\"")
+            );
+            assert!(!pod["spec"]["containers"][0]["env"].to_string().contains("HAB_RING_KEY"));
+        }
+        // What admission would find: no label on the template, no Service, no RBAC for the label.
+        for want in [
+            "lacks the pod-template label habitat/bootstrap=true",
+            "Service \"db\" (spec.serviceName) not found",
+            "ServiceAccount \"default\" may not patch pods",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+
+        // The Service made: its warning goes; one ordinal, through an explicit kubeconfig and context.
+        Api::<Service>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &objects::headless_service("db", "db"))
+            .await
+            .unwrap();
+        let kubeconfig = std::env::var("KUBECONFIG").unwrap();
+        let context = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap().current_context.unwrap();
+        let (ok, out, err) = inject(
+            &[
+                "--from-cluster",
+                "db",
+                "-n",
+                &ns,
+                "--ordinal",
+                "1",
+                "-o",
+                "json",
+                "--kubeconfig",
+                &kubeconfig,
+                "--context",
+                &context,
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        let pod: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(pod["metadata"]["name"], "db-1");
+        assert!(!err.contains("not found"), "{err}");
+
+        for (args, want) in [
+            (vec!["--from-cluster", "nope", "-n", &ns], "StatefulSet inject-from-cluster/nope not found"),
+            (vec!["--from-cluster", "db", "-n", &ns, "--context", "no-such-context"], "no-such-context"),
+        ] {
+            let (ok, _, err) = inject(&args, None);
+            assert!(!ok && err.contains(want), "{want}: {err}");
+        }
+    }
 }

@@ -15,9 +15,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -89,21 +88,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn client(args: &CheckArgs) -> anyhow::Result<(Client, String)> {
-    let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
-    let config = match (&args.kubeconfig, &args.context) {
-        (Some(path), _) => {
-            let kubeconfig =
-                Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await?
-        }
-        (None, Some(_)) => Config::from_kubeconfig(&options).await?,
-        (None, None) => Config::infer().await?,
-    };
-    let namespace = config.default_namespace.clone();
-    let mut config = config;
-    config.read_timeout = Some(args.timeout);
-    config.connect_timeout = Some(args.timeout);
-    Ok((Client::try_from(config)?, namespace))
+    crate::runtime::kubeconfig::client_for(args.kubeconfig.as_deref(), args.context.as_deref(), args.timeout)
+        .await
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
