@@ -21,6 +21,7 @@
 #                          process group gets TERM first). A watchdog stops everything if `run`
 #                          itself is SIGKILLed.
 #   status <state-dir>     show recorded processes and whether they are alive
+#   free-ports [n]         print n [1] free TCP port numbers (for servers a caller starts on 127.0.0.1)
 #   restart-apiserver <state-dir> [down-seconds]
 #                          stop kube-apiserver (TERM, then KILL), stay down for down-seconds [0],
 #                          start it again with the same command line (same port, certificates and
@@ -143,6 +144,31 @@ go_env() {
   export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
 }
 
+# Runs "$@" saying every minute that it still runs: a cold Go build prints nothing for many minutes.
+# The build is a background job, which ignores SIGINT in a script: INT/TERM stop it explicitly.
+with_progress() { # description command...
+  local desc=$1 t0=$SECONDS next=$((SECONDS + 60)) pid
+  shift
+  "$@" &
+  pid=$!
+  trap 'kill "$pid" 2>/dev/null; exit 130' INT TERM
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if ((SECONDS >= next)); then
+      log "still $desc ($((SECONDS - t0)) s)"
+      next=$((next + 60))
+    fi
+  done
+  trap - INT TERM
+  wait "$pid"
+}
+
+go_in() { # dir go-args...: the go command in dir, with go_env
+  local dir=$1
+  shift
+  (cd "$dir" && go_env && go "$@") >&2
+}
+
 build_etcd() {
   have_all "$ETCD_BIN" etcd && return 0
   log "building etcd $ETCD_VERSION (wrapper module calling etcdmain.Main)"
@@ -150,7 +176,7 @@ build_etcd() {
   rm -rf "$w" && mkdir -p "$w"
   sed -e "s/@ETCD_VERSION@/$ETCD_VERSION/g" "$HELPERS/etcd-wrapper.go.mod.in" >"$w/go.mod"
   cp "$HELPERS/etcd-wrapper-main.go" "$w/main.go"
-  (cd "$w" && go_env && go build -trimpath -ldflags='-s -w' -o "$w/etcd" .) >&2
+  with_progress "building etcd" go_in "$w" build -trimpath -ldflags='-s -w' -o "$w/etcd" .
   mkdir -p "$ETCD_BIN" && mv "$w/etcd" "$ETCD_BIN/etcd"
 }
 
@@ -158,9 +184,9 @@ build_kwok() {
   if ! have_all "$KWOK_BIN" kwok; then
     log "building kwok $KWOK_VERSION"
     mkdir -p "$KWOK_DIR/tmpbin"
-    (go_env && GOBIN="$KWOK_DIR/tmpbin" go install -trimpath \
+    GOBIN="$KWOK_DIR/tmpbin" with_progress "building kwok" go_in "$KWOK_DIR" install -trimpath \
       -ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
-      "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION") >&2
+      "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
     mkdir -p "$KWOK_BIN" && mv "$KWOK_DIR/tmpbin/kwok" "$KWOK_BIN/kwok" && rmdir "$KWOK_DIR/tmpbin"
   fi
   if [[ ! -f "$KWOK_STAGES/node-fast.yaml" || ! -f "$KWOK_STAGES/pod-fast.yaml" ]]; then
@@ -212,7 +238,7 @@ build_k8s() {
   mkdir -p "$w/bin"
   local pkgs=()
   for b in "${K8S_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-  (cd "$w" && go_env && go build -trimpath -ldflags="${ldflags[*]}" -o "$w/bin/" "${pkgs[@]}") >&2
+  with_progress "building Kubernetes $v" go_in "$w" build -trimpath -ldflags="${ldflags[*]}" -o "$w/bin/" "${pkgs[@]}"
   mkdir -p "$K8S_BIN"
   for b in "${K8S_BINARIES[@]}"; do mv "$w/bin/$b" "$K8S_BIN/$b"; done
 }
@@ -265,6 +291,15 @@ pick_port() { # VAR: set VAR to a free TCP port (not listening or connected on a
     return 0
   done
   die "could not find a free port"
+}
+
+cmd_free_ports() { # [n]
+  local n=${1:-1} i free ports=()
+  for ((i = 0; i < n; i++)); do
+    pick_port free
+    ports+=("$free")
+  done
+  echo "${ports[*]}"
 }
 
 gen_pki() { # dir logfile -- ECDSA P-256 keys (fast to generate; RSA took ~2 s for all keys)
@@ -788,6 +823,7 @@ main() {
     ;;
   stop) cmd_stop "$@" ;;
   status) cmd_status "$@" ;;
+  free-ports) cmd_free_ports "$@" ;;
   run) cmd_run "$@" ;;
   restart-apiserver) cmd_restart_apiserver "$@" ;;
   -h | --help | help) usage ;;
