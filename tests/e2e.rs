@@ -219,6 +219,8 @@ async fn e2e_scenarios() {
     eprintln!("scenario 9 passed");
     s10_ring_key_not_created(&client).await;
     eprintln!("scenario 10 passed");
+    s11_guaranteed_qos(&client).await;
+    eprintln!("scenario 11 passed");
     report_admission_latency(&client, &webhook, started.elapsed()).await;
     // Other test binaries share this control plane: leave no webhook registered that nobody serves.
     Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(client.clone())
@@ -740,4 +742,47 @@ async fn report_admission_latency(client: &Client, webhook: &Webhook, suite: Dur
     if let Ok(path) = std::env::var("HAB_BOOTSTRAP_E2E_REPORT") {
         std::fs::write(path, report).unwrap();
     }
+}
+
+/// 11: the sidecar sized by annotation, requests equal to limits, keeps a pod whose own container
+/// is Guaranteed Guaranteed, by the API server's own reckoning (`status.qosClass`); with the
+/// webhook's default sizes it is Burstable. A limit below its request is refused when the
+/// StatefulSet is applied, with the fix.
+async fn s11_guaranteed_qos(client: &Client) {
+    let ns = namespace(client, "e2e-qos").await;
+    let sized = [
+        ("habitat/bootstrap", "true"),
+        ("habitat/sidecar-cpu-request", "50m"),
+        ("habitat/sidecar-cpu-limit", "50m"),
+        ("habitat/sidecar-memory-request", "32Mi"),
+        ("habitat/sidecar-memory-limit", "32Mi"),
+    ];
+    let guaranteed_app = |name: &str, annotations: &[(&str, &str)]| -> StatefulSet {
+        let mut sts = objects::statefulset_json(name, name, 1, annotations);
+        sts["spec"]["template"]["spec"]["containers"][0]["resources"] =
+            json!({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}});
+        serde_json::from_value(sts).unwrap()
+    };
+    for (name, annotations, want) in
+        [("sized", &sized[..], "Guaranteed"), ("default", &[("habitat/bootstrap", "true")][..], "Burstable")]
+    {
+        let sts = guaranteed_app(name, annotations);
+        create_statefulset(client, &ns, &sts, &objects::headless_service(name, name)).await;
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        let pod = wait_ready(&pods, name, &[0]).await.remove(&0).unwrap();
+        assert_injected(&pod);
+        assert_eq!(pod.status.as_ref().unwrap().qos_class.as_deref(), Some(want), "{name}");
+    }
+    let too_small =
+        guaranteed_app("small", &[("habitat/bootstrap", "true"), ("habitat/sidecar-memory-limit", "8Mi")]);
+    let refused = Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &too_small)
+        .await
+        .expect_err("a limit below its request is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("memory limit 8Mi")
+            && message.contains("set habitat/sidecar-memory-limit to at least 16Mi"),
+        "{message}"
+    );
 }
