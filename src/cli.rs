@@ -18,7 +18,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the admission webhook server.
     Webhook(Box<commands::webhook::WebhookArgs>),
-    /// Print the pod the StatefulSet controller would create for an ordinal, after injection.
+    /// Print the pods the StatefulSet controller would create (one ordinal or all), after injection.
     Inject(Box<commands::inject::InjectArgs>),
     /// Create certificates for the webhook.
     Certs(commands::certs::CertsArgs),
