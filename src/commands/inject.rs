@@ -60,6 +60,7 @@ pub struct InjectArgs {
 
 pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
     let InjectArgs { file, from_cluster, namespace, kubeconfig, context, ordinal, output, settings } = args;
+    settings.check().map_err(anyhow::Error::msg)?;
     let known = match (file, from_cluster) {
         (_, Some(name)) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -93,6 +93,7 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     } = args;
     let limits = Limits { max_connections, max_streams_per_connection, max_in_flight, body_budget_bytes };
     logging::init_logging(log_format);
+    settings.check().map_err(anyhow::Error::msg)?;
 
     let certs = CertReloader::load(&tls_cert, &tls_key).context("loading the serving certificate")?;
     certs.spawn_polling(cert_reload_interval);

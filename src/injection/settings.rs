@@ -25,17 +25,41 @@ pub struct InjectionSettings {
     /// Label the sidecar sets to `leader` / `follower` on its pod.
     #[arg(long, env = "HABITAT_BOOTSTRAP_ROLE_LABEL_KEY", default_value = "role")]
     pub role_label_key: String,
-    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_CPU_REQUEST", default_value = "5m")]
+    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_CPU_REQUEST", value_parser = quantity_flag, default_value = "5m")]
     pub sidecar_cpu_request: String,
-    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_MEMORY_REQUEST", default_value = "16Mi")]
+    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_MEMORY_REQUEST", value_parser = quantity_flag, default_value = "16Mi")]
     pub sidecar_memory_request: String,
-    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_CPU_LIMIT", default_value = "100m")]
+    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_CPU_LIMIT", value_parser = quantity_flag, default_value = "100m")]
     pub sidecar_cpu_limit: String,
-    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_MEMORY_LIMIT", default_value = "32Mi")]
+    #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_MEMORY_LIMIT", value_parser = quantity_flag, default_value = "32Mi")]
     pub sidecar_memory_limit: String,
     /// Port of the sidecar's `/metrics` and `/livez`.
     #[arg(long, env = "HABITAT_BOOTSTRAP_SIDECAR_METRICS_PORT", default_value_t = 9639)]
     pub sidecar_metrics_port: u16,
+}
+
+/// A resource flag is a Kubernetes quantity: refused at startup, not by the API server per pod.
+fn quantity_flag(text: &str) -> Result<String, String> {
+    crate::injection::quantity::parse(text).map(|_| text.to_owned())
+}
+
+impl InjectionSettings {
+    /// What the flags cannot say one at a time: no sidecar limit below its request.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::injection::quantity::parse;
+        for (resource, request, limit) in [
+            ("cpu", &self.sidecar_cpu_request, &self.sidecar_cpu_limit),
+            ("memory", &self.sidecar_memory_request, &self.sidecar_memory_limit),
+        ] {
+            if parse(request)? > parse(limit)? {
+                return Err(format!(
+                    "--sidecar-{resource}-limit {limit} is below --sidecar-{resource}-request {request}: \
+                     every injected pod would be refused; raise the limit or lower the request"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for InjectionSettings {
@@ -47,5 +71,29 @@ impl Default for InjectionSettings {
             settings: InjectionSettings,
         }
         <Wrapper as clap::Parser>::parse_from(["defaults"]).settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: InjectionSettings,
+    }
+
+    #[test]
+    fn resource_flags_are_quantities_and_limits_cover_requests() {
+        assert!(InjectionSettings::default().check().is_ok());
+        let err = Flags::try_parse_from(["x", "--sidecar-memory-limit", "32 MiB"]).err().unwrap().to_string();
+        assert!(err.contains("--sidecar-memory-limit"), "{err}");
+        let flags = Flags::try_parse_from(["x", "--sidecar-cpu-request", "1", "--sidecar-cpu-limit", "500m"])
+            .unwrap();
+        let err = flags.settings.check().unwrap_err();
+        assert!(err.contains("--sidecar-cpu-limit 500m is below --sidecar-cpu-request 1"), "{err}");
     }
 }
