@@ -107,6 +107,7 @@ REFUSALS=(
   "webhook.timeoutSeconds=1|liveReadTimeout (2s) is more than half of the 750ms the webhook has to answer within webhook.timeoutSeconds (1, less its margin): one API call that hangs would leave no time for the next; set liveReadTimeout to at most 375ms"
   "liveReadTimeout=2001ms|set liveReadTimeout to at most 2000ms or raise webhook.timeoutSeconds"
   "liveReadTimeout=1m|liveReadTimeout (1m) is more than half of the 4000ms"
+  "serviceMonitor.enabled=true|serviceMonitor.enabled: the NetworkPolicy lets nobody reach /metrics; set networkPolicy.metricsFrom"
 )
 
 check_refusals() {
@@ -119,6 +120,17 @@ check_refusals() {
     grep -qF -- "$want" "$tmp/refused" || { cat "$tmp/refused" >&2; die "--set $set: refused without saying: $want"; }
   done
   log "ok: ${#REFUSALS[@]} unworkable value sets refused with their reason"
+}
+
+# networkPolicy.httpsFrom narrows the webhook port's rule to the peers given (the default render,
+# open to anyone, is checked by tests/chart_manifests.rs).
+check_network_policy_narrowed() {
+  render --set-json 'networkPolicy.httpsFrom=[{"ipBlock":{"cidr":"192.0.2.0/24"}}]' \
+    --show-only templates/networkpolicy.yaml >"$tmp/netpol.yaml"
+  grep -A3 -- '- ports:' "$tmp/netpol.yaml" | grep -q 'port: https' || die "no rule for the webhook port"
+  awk '/port: https/ {p = 1} p && /from:/ {f = 1} f && /cidr: 192.0.2.0\/24/ {ok = 1} END {exit !ok}' \
+    "$tmp/netpol.yaml" || { cat "$tmp/netpol.yaml" >&2; die "networkPolicy.httpsFrom does not narrow the webhook port"; }
+  log "ok: networkPolicy.httpsFrom narrows the webhook port"
 }
 
 cmd_check() {
@@ -138,6 +150,7 @@ cmd_check() {
     log "ok: lint, render twice identical ($label, $(grep -c '^kind: ' "$tmp/a.yaml") objects)"
   done
   check_refusals
+  check_network_policy_narrowed
   gen_into "$tmp/webhook"
   if ! diff -ru "$WEBHOOK_DIR" "$tmp/webhook" >"$tmp/drift"; then
     cat "$tmp/drift" >&2

@@ -90,6 +90,9 @@ liveReadTimeout. One call that hangs must leave time for the next, or a slow opt
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $stop) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than shutdownDelaySeconds + drainTimeoutSeconds (%v)" .Values.terminationGracePeriodSeconds $stop) }}
 {{- end }}
+{{- if and .Values.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) }}
+{{- fail "serviceMonitor.enabled: the NetworkPolicy lets nobody reach /metrics; set networkPolicy.metricsFrom to where Prometheus scrapes from (e.g. a namespaceSelector of its namespace), or networkPolicy.enabled=false" }}
+{{- end }}
 {{- if and (eq .Values.certificates.mode "provided") (not .Values.certificates.secretName) }}
 {{- fail "certificates.mode=provided needs certificates.secretName (your kubernetes.io/tls Secret)" }}
 {{- end }}
