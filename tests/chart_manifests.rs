@@ -18,6 +18,8 @@ const NOT_IN_CHART: &[&str] = &[
     "HABITAT_BOOTSTRAP_MAX_STREAMS",
     "HABITAT_BOOTSTRAP_MAX_IN_FLIGHT",
     "HABITAT_BOOTSTRAP_BODY_BUDGET_BYTES",
+    // Opt-in: needs the API server's AdmissionConfiguration to send a client certificate.
+    "HABITAT_BOOTSTRAP_CLIENT_CA",
 ];
 
 #[derive(Parser)]

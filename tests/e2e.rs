@@ -706,7 +706,7 @@ mod other_webhook {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(hab_bootstrap::webhook::server::serve_tls(
             listener,
-            certs.server_config(),
+            certs.server_config(None),
             app,
             std::future::pending(),
             std::time::Duration::from_secs(1),
