@@ -103,16 +103,8 @@ async fn healthy(client: &Client, ns: &str) -> (harness::Webhook, String) {
 
 const SECRETS_POLICY: &str = "hab-bootstrap-webhook-secrets";
 
-/// The chart's policy (and binding) on the webhook's Secrets, as webhook/ has them.
 fn apply_webhook_secrets_policy() {
-    let all = std::fs::read_to_string(harness::repo_file("webhook/admission-policies.yaml")).unwrap();
-    let ours: Vec<&str> =
-        all.split("\n---\n").filter(|doc| doc.contains(&format!("name: {SECRETS_POLICY}\n"))).collect();
-    assert_eq!(ours.len(), 2, "the policy and its binding");
-    let file = std::env::temp_dir().join(format!("check-secrets-policy-{}.yaml", std::process::id()));
-    std::fs::write(&file, ours.join("\n---\n")).unwrap();
-    kubectl(&["apply", "-f", file.to_str().unwrap()]);
-    std::fs::remove_file(file).unwrap();
+    kubectl(&["apply", "-f", harness::webhook_secrets_policy().path().to_str().unwrap()]);
 }
 
 async fn reregister(client: &Client, webhook: &harness::Webhook) {
