@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        serve_tls(listener, certs.server_config(), app, stop, Duration::from_secs(5)).await;
+        serve_tls(listener, certs.server_config(None), app, stop, Duration::from_secs(5)).await;
         anyhow::Ok(())
     })
 }

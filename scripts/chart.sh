@@ -9,7 +9,8 @@
 #   scripts/chart.sh check
 #                        what CI runs: helm lint --strict of every charts/hab-bootstrap/ci/*-values.yaml,
 #                        every render done twice and compared byte for byte (nothing random or
-#                        time-dependent), webhook/ compared with a fresh generation (drift fails),
+#                        time-dependent), the values the chart must refuse refused with their reason,
+#                        webhook/ compared with a fresh generation (drift fails),
 #                        and, when a kubectl is at hand, `kubectl kustomize webhook/` equal to the chart
 #
 # helm comes from scripts/tools.sh (built from the Go module proxy once, then cached).
@@ -100,6 +101,38 @@ find_kubectl() {
   return 1
 }
 
+# Values the chart must refuse, each with (part of) the message that says what to change.
+REFUSALS=(
+  "terminationGracePeriodSeconds=20|terminationGracePeriodSeconds (20) must be longer than shutdownDelaySeconds + drainTimeoutSeconds (20)"
+  "webhook.timeoutSeconds=1|liveReadTimeout (2s) is more than half of the 750ms the webhook has to answer within webhook.timeoutSeconds (1, less its margin): one API call that hangs would leave no time for the next; set liveReadTimeout to at most 375ms"
+  "liveReadTimeout=2001ms|set liveReadTimeout to at most 2000ms or raise webhook.timeoutSeconds"
+  "liveReadTimeout=1m|liveReadTimeout (1m) is more than half of the 4000ms"
+  "serviceMonitor.enabled=true|serviceMonitor.enabled: the NetworkPolicy lets nobody reach /metrics; set networkPolicy.metricsFrom"
+)
+
+check_refusals() {
+  local refusal set want
+  for refusal in "${REFUSALS[@]}"; do
+    set=${refusal%%|*} want=${refusal#*|}
+    if render --set "$set" >/dev/null 2>"$tmp/refused"; then
+      die "the chart accepted --set $set"
+    fi
+    grep -qF -- "$want" "$tmp/refused" || { cat "$tmp/refused" >&2; die "--set $set: refused without saying: $want"; }
+  done
+  log "ok: ${#REFUSALS[@]} unworkable value sets refused with their reason"
+}
+
+# networkPolicy.httpsFrom narrows the webhook port's rule to the peers given (the default render,
+# open to anyone, is checked by tests/chart_manifests.rs).
+check_network_policy_narrowed() {
+  render --set-json 'networkPolicy.httpsFrom=[{"ipBlock":{"cidr":"192.0.2.0/24"}}]' \
+    --show-only templates/networkpolicy.yaml >"$tmp/netpol.yaml"
+  grep -A3 -- '- ports:' "$tmp/netpol.yaml" | grep -q 'port: https' || die "no rule for the webhook port"
+  awk '/port: https/ {p = 1} p && /from:/ {f = 1} f && /cidr: 192.0.2.0\/24/ {ok = 1} END {exit !ok}' \
+    "$tmp/netpol.yaml" || { cat "$tmp/netpol.yaml" >&2; die "networkPolicy.httpsFrom does not narrow the webhook port"; }
+  log "ok: networkPolicy.httpsFrom narrows the webhook port"
+}
+
 cmd_check() {
   local t0=$SECONDS values n=0
   tmp=$(mktemp -d)
@@ -116,6 +149,8 @@ cmd_check() {
     n=$((n + 1))
     log "ok: lint, render twice identical ($label, $(grep -c '^kind: ' "$tmp/a.yaml") objects)"
   done
+  check_refusals
+  check_network_policy_narrowed
   gen_into "$tmp/webhook"
   if ! diff -ru "$WEBHOOK_DIR" "$tmp/webhook" >"$tmp/drift"; then
     cat "$tmp/drift" >&2

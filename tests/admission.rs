@@ -722,6 +722,81 @@ async fn a_service_account_that_cannot_label_is_warned_about() {
     }
 }
 
+/// The captured pod as the API server hands it over when the pod (or its ServiceAccount) opts out
+/// of the token mount: no `kube-api-access-*` volume, no mount in any container.
+fn redis_pod_without_token() -> Value {
+    let mut pod = redis_pod();
+    pod["spec"]["automountServiceAccountToken"] = json!(false);
+    let is_token = |v: &Value| v["name"].as_str().is_some_and(|n| n.starts_with("kube-api-access"));
+    pod["spec"]["volumes"].as_array_mut().unwrap().retain(|v| !is_token(v));
+    for container in pod["spec"]["containers"].as_array_mut().unwrap() {
+        container["volumeMounts"].as_array_mut().unwrap().retain(|m| !is_token(m));
+    }
+    pod
+}
+
+const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+fn mounts_token(container: &Value) -> Option<String> {
+    mounts(container)
+        .into_iter()
+        .find(|m| m["mountPath"] == TOKEN_PATH)
+        .map(|m| m["name"].as_str().unwrap().into())
+}
+
+#[tokio::test]
+async fn a_pod_that_mounts_no_token_gets_one_in_the_sidecar_alone() {
+    let pod = redis_pod_without_token();
+    let (answer, out, _, _) = admit(keyed_cluster(), &pod).await;
+    assert!(answer.allowed);
+    assert!(!answer.warnings.iter().any(|w| w.contains("token")), "{:?}", answer.warnings);
+    assert_eq!(mounts_token(sidecar(&out)).as_deref(), Some("habitat-role-api-access"));
+    let mount = mounts(sidecar(&out)).into_iter().find(|m| m["mountPath"] == TOKEN_PATH).unwrap();
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(mounts_token(supervisor(&out)), None, "the Supervisor's container gets no token");
+    let volume =
+        out["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "habitat-role-api-access");
+    // What the kubelet's kube-api-access-* holds: a token bound to the pod, the CA, the namespace.
+    assert_eq!(
+        volume.unwrap()["projected"],
+        json!({"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ]})
+    );
+    // Reinvocation keeps the one volume and mount, and changes nothing.
+    let (again, twice, _, _) = admit(keyed_cluster(), &out).await;
+    assert!(again.patch.is_none(), "{:?}", again.patch);
+    assert_eq!(twice, out);
+    // A pod that mounts the token again (the template changed) drops ours.
+    let (_, shared, _, _) = admit(keyed_cluster(), &{
+        let mut p = redis_pod();
+        p["metadata"]["annotations"] = out["metadata"]["annotations"].clone();
+        p
+    })
+    .await;
+    assert!(
+        !shared["spec"]["volumes"].as_array().unwrap().iter().any(|v| v["name"] == "habitat-role-api-access")
+    );
+}
+
+#[tokio::test]
+async fn a_token_every_container_mounts_is_shared_with_the_sidecar_and_warned_about() {
+    let (answer, out, _, _) = admit(keyed_cluster(), &redis_pod()).await;
+    assert_eq!(mounts_token(sidecar(&out)), mounts_token(supervisor(&out)));
+    assert!(mounts_token(sidecar(&out)).unwrap().starts_with("kube-api-access-"));
+    assert!(
+        !out["spec"]["volumes"].as_array().unwrap().iter().any(|v| v["name"] == "habitat-role-api-access")
+    );
+    let warning = answer.warnings.iter().find(|w| w.contains("token is mounted in every container"));
+    assert!(
+        warning.is_some_and(|w| w.contains("automountServiceAccountToken: false")),
+        "{:?}",
+        answer.warnings
+    );
+}
+
 #[tokio::test]
 async fn the_supervisor_waits_for_the_sidecars_first_sync() {
     // A native sidecar's startupProbe holds the Supervisor until the peer file is written and the

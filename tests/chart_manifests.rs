@@ -1,13 +1,14 @@
 //! The chart's Deployments against the binary's command line, with no cluster: every setting of
 //! `hab-bootstrap webhook` that reads an environment variable is set by the chart (or knowingly
 //! left at its default), the chart sets no variable the binary does not read, and the certificate
-//! keeper's arguments parse. Read from `webhook/`, the chart rendered with its defaults (CI fails
+//! keeper's arguments parse; the default NetworkPolicy lets in the webhook port alone. Read from `webhook/`, the chart rendered with its defaults (CI fails
 //! when the two differ: `scripts/chart.sh check`).
 
 use std::collections::BTreeSet;
 
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 /// Settings the chart leaves at the binary's default on purpose.
 /// The server limits' defaults are sized for the chart's memory limit (RELIABILITY.md).
@@ -17,6 +18,8 @@ const NOT_IN_CHART: &[&str] = &[
     "HABITAT_BOOTSTRAP_MAX_STREAMS",
     "HABITAT_BOOTSTRAP_MAX_IN_FLIGHT",
     "HABITAT_BOOTSTRAP_BODY_BUDGET_BYTES",
+    // Opt-in: needs the API server's AdmissionConfiguration to send a client certificate.
+    "HABITAT_BOOTSTRAP_CLIENT_CA",
 ];
 
 #[derive(Parser)]
@@ -25,15 +28,17 @@ struct Webhook {
     args: hab_bootstrap::commands::webhook::WebhookArgs,
 }
 
-fn deployments(file: &str) -> Vec<Deployment> {
+fn objects<T: serde::de::DeserializeOwned>(file: &str, kind: &str) -> Vec<T> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook").join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-        .filter_map(|v: serde_json::Value| {
-            (v["kind"] == "Deployment").then(|| serde_json::from_value(v).unwrap())
-        })
+        .filter_map(|v: serde_json::Value| (v["kind"] == kind).then(|| serde_json::from_value(v).unwrap()))
         .collect()
+}
+
+fn deployments(file: &str) -> Vec<Deployment> {
+    objects(file, "Deployment")
 }
 
 #[test]
@@ -74,4 +79,54 @@ fn the_certificate_keeper_arguments_parse() {
     ));
     let env: Vec<_> = container.env.iter().flatten().map(|e| e.name.as_str()).collect();
     assert!(env.contains(&"POD_NAMESPACE"), "$(POD_NAMESPACE) must be defined: {env:?}");
+}
+
+/// On by default: the webhook's pods take connections on the webhook port only (from anyone until
+/// `networkPolicy.httpsFrom` narrows it), not on the admin port (/metrics); the certificate keeper
+/// takes none. Each policy selects exactly its Deployment's pods.
+#[test]
+fn the_default_network_policy_lets_in_the_webhook_port_alone() {
+    let policies: Vec<NetworkPolicy> = objects("networkpolicy.yaml", "NetworkPolicy");
+    let selects = |policy: &NetworkPolicy, deployment: &Deployment| {
+        let selector = policy.spec.as_ref().unwrap().pod_selector.clone().unwrap_or_default();
+        let wanted = selector.match_labels.unwrap_or_default();
+        let labels =
+            deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    let all: Vec<Deployment> =
+        deployments("deployment.yaml").into_iter().chain(deployments("certs-self-managed.yaml")).collect();
+    let webhook = &deployments("deployment.yaml")[0];
+    let certs = &deployments("certs-self-managed.yaml")[0];
+    let policy_of = |d: &Deployment| {
+        let found: Vec<&NetworkPolicy> = policies.iter().filter(|p| selects(p, d)).collect();
+        assert_eq!(found.len(), 1, "one policy for {:?}", d.metadata.name);
+        assert_eq!(
+            all.iter().filter(|other| selects(found[0], other)).count(),
+            1,
+            "it selects only {:?}",
+            d.metadata.name
+        );
+        found[0].spec.clone().unwrap()
+    };
+    let spec = policy_of(webhook);
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+    let rules = spec.ingress.unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert!(rules[0].from.is_none(), "from anyone by default: {rules:?}");
+    let ports = rules[0].ports.clone().unwrap();
+    let container = &webhook.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let named = |name: &str| {
+        container.ports.iter().flatten().find(|p| p.name.as_deref() == Some(name)).map(|p| p.container_port)
+    };
+    assert_eq!(ports.len(), 1);
+    let allowed = match ports[0].port.clone().unwrap() {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => named(&name),
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => Some(n),
+    };
+    assert_eq!(allowed, named("https"), "the webhook port");
+    assert!(named("admin").is_some() && allowed != named("admin"), "not the admin port");
+    let certs = policy_of(certs);
+    assert_eq!(certs.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+    assert!(certs.ingress.unwrap_or_default().is_empty(), "the certificate keeper takes no connection");
 }

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingAdmissionPolicy};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Client;
@@ -88,14 +90,21 @@ fn kubectl(args: &[&str]) {
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The webhook running and registered, the sidecar's policy installed, and namespace `ns` with the
-/// sidecar's RBAC: what a healthy install looks like.
+/// The webhook running and registered, the sidecar's policy and the webhook's Secret policy
+/// installed, and namespace `ns` with the sidecar's RBAC: what a healthy install looks like.
 async fn healthy(client: &Client, ns: &str) -> (harness::Webhook, String) {
     let webhook = harness::start_webhook(client).await;
     let ns = harness::namespace(client, ns).await;
     kubectl(&["apply", "-f", harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap()]);
+    apply_webhook_secrets_policy();
     kubectl(&["apply", "-n", &ns, "-f", harness::repo_file("examples/sidecar-rbac.yaml").to_str().unwrap()]);
     (webhook, ns)
+}
+
+const SECRETS_POLICY: &str = "hab-bootstrap-webhook-secrets";
+
+fn apply_webhook_secrets_policy() {
+    kubectl(&["apply", "-f", harness::webhook_secrets_policy().path().to_str().unwrap()]);
 }
 
 async fn reregister(client: &Client, webhook: &harness::Webhook) {
@@ -283,6 +292,67 @@ async fn finds_the_sidecar_policy_missing() {
     assert!(fix.contains("examples/sidecar-admission-policy.yaml"), "{fix}");
     kubectl(&["apply", "-f", harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap()]);
     assert!(check(&["-n", &ns]).quiet("cluster."));
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: run scripts/test"]
+async fn finds_the_sidecar_policy_unbound() {
+    if !harness::enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let client = harness::client().await;
+    let (_webhook, ns) = healthy(&client, "check-policy-unbound").await;
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    bindings.delete("hab-bootstrap-sidecar-own-pod", &DeleteParams::default()).await.unwrap();
+    let checked = check(&["-n", &ns]);
+    let (message, fix) = checked.problem("cluster.sidecar-policy");
+    assert!(message.contains("no binding enforces it"), "{message}");
+    assert!(fix.contains("examples/sidecar-admission-policy.yaml"), "{fix}");
+    kubectl(&["apply", "-f", harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap()]);
+    assert!(check(&["-n", &ns]).quiet("cluster."));
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: run scripts/test"]
+async fn finds_the_webhook_secrets_policy_missing() {
+    if !harness::enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let client = harness::client().await;
+    let (_webhook, ns) = healthy(&client, "check-secrets-policy").await;
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .delete(SECRETS_POLICY, &DeleteParams::default())
+        .await
+        .unwrap();
+    let checked = check(&["-n", &ns]);
+    let (message, fix) = checked.problem("install.webhook-secrets-policy");
+    assert!(message.contains("is not installed") && message.contains("any Secret"), "{message}");
+    assert!(fix.contains("admissionPolicies.webhookSecrets=true"), "{fix}");
+    apply_webhook_secrets_policy();
+    assert!(check(&["-n", &ns]).quiet("install.webhook-secrets-policy"));
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: run scripts/test"]
+async fn finds_the_webhook_secrets_policy_unbound() {
+    if !harness::enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let client = harness::client().await;
+    let (_webhook, ns) = healthy(&client, "check-secrets-binding").await;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .delete(SECRETS_POLICY, &DeleteParams::default())
+        .await
+        .unwrap();
+    let checked = check(&["-n", &ns]);
+    let (message, fix) = checked.problem("install.webhook-secrets-policy");
+    assert!(message.contains("has no binding that enforces it"), "{message}");
+    assert!(fix.contains("kubectl apply --server-side -k webhook/"), "{fix}");
+    apply_webhook_secrets_policy();
+    assert!(check(&["-n", &ns]).quiet("install.webhook-secrets-policy"));
 }
 
 async fn wait_pods(client: &Client, ns: &str, app: &str, n: usize, injected: bool) -> Vec<Pod> {

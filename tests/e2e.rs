@@ -221,6 +221,8 @@ async fn e2e_scenarios() {
     eprintln!("scenario 10 passed");
     s11_guaranteed_qos(&client).await;
     eprintln!("scenario 11 passed");
+    s12_a_token_for_the_sidecar_alone(&client).await;
+    eprintln!("scenario 12 passed");
     report_admission_latency(&client, &webhook, started.elapsed()).await;
     // Other test binaries share this control plane: leave no webhook registered that nobody serves.
     Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(client.clone())
@@ -558,6 +560,59 @@ async fn s10_ring_key_not_created(client: &Client) {
     assert_eq!(ring_key_ref(&ready[&0]), None);
 }
 
+const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+fn token_mount(container: &Container) -> Option<&str> {
+    container.volume_mounts.iter().flatten().find(|m| m.mount_path == TOKEN_PATH).map(|m| m.name.as_str())
+}
+
+/// 12: pods that opt out of the token mount, on the pod template or on their ServiceAccount, are
+/// stored with a projected token volume that only the sidecar mounts; a pod that keeps the mount
+/// shares it with the sidecar.
+async fn s12_a_token_for_the_sidecar_alone(client: &Client) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let ns = namespace(client, "e2e-token").await;
+    let no_automount: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "quiet"}, "automountServiceAccountToken": false}))
+            .unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &no_automount)
+        .await
+        .unwrap();
+    let annotations = [("habitat/bootstrap", "true"), ("habitat/ring-key-secret", "none")];
+    let mut pod_level = objects::statefulset_json("podlevel", "podlevel", 1, &annotations);
+    pod_level["spec"]["template"]["spec"]["automountServiceAccountToken"] = json!(false);
+    let mut account_level = objects::statefulset_json("salevel", "salevel", 1, &annotations);
+    account_level["spec"]["template"]["spec"]["serviceAccountName"] = json!("quiet");
+    let shared = objects::statefulset_json("shared", "shared", 1, &annotations);
+    for sts in [pod_level, account_level, shared] {
+        let name = sts["metadata"]["name"].as_str().unwrap().to_owned();
+        let sts: StatefulSet = serde_json::from_value(sts).unwrap();
+        create_statefulset(client, &ns, &sts, &objects::headless_service(&name, &name)).await;
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    for sts in ["podlevel", "salevel"] {
+        let pod = &wait_ready(&pods, sts, &[0]).await[&0];
+        assert_injected(pod);
+        assert_eq!(token_mount(sidecar(pod)), Some("habitat-role-api-access"), "{sts}");
+        assert_eq!(token_mount(supervisor(pod)), None, "{sts}: the Supervisor's container has no token");
+        let volume =
+            pod.spec.as_ref().unwrap().volumes.iter().flatten().find(|v| v.name == "habitat-role-api-access");
+        let sources = volume.and_then(|v| v.projected.clone()).and_then(|p| p.sources).unwrap_or_default();
+        assert!(sources.iter().any(|s| s.service_account_token.is_some()), "{sts}: {sources:?}");
+        assert!(
+            !volume_names(pod).iter().any(|v| v.starts_with("kube-api-access")),
+            "{sts}: {:?}",
+            volume_names(pod)
+        );
+    }
+    let pod = &wait_ready(&pods, "shared", &[0]).await[&0];
+    let mount = token_mount(supervisor(pod)).unwrap();
+    assert!(mount.starts_with("kube-api-access-"), "{mount}");
+    assert_eq!(token_mount(sidecar(pod)), Some(mount));
+    assert!(!volume_names(pod).contains(&"habitat-role-api-access".to_owned()));
+}
+
 /// 9: another mutating webhook after ours changes the pod, so the API server calls ours again
 /// (reinvocationPolicy: IfNeeded): the stored pod has each injected item exactly once.
 async fn s9_reinvocation(client: &Client, webhook: &Webhook) {
@@ -651,7 +706,7 @@ mod other_webhook {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(hab_bootstrap::webhook::server::serve_tls(
             listener,
-            certs.server_config(),
+            certs.server_config(None),
             app,
             std::future::pending(),
             std::time::Duration::from_secs(1),

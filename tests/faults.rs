@@ -118,7 +118,7 @@ async fn certificate_rotation_under_load_loses_no_request() {
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_tls(
         listener,
-        certs.server_config(),
+        certs.server_config(None),
         router(Arc::new(admission(cluster))),
         async {
             let _ = stopped.await;

@@ -65,7 +65,7 @@ async fn start() -> Server {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve_tls(
         listener,
-        certs.server_config(),
+        certs.server_config(None),
         app,
         async {
             let _ = stopped.await;

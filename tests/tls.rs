@@ -41,6 +41,14 @@ async fn start(ca: &CertificateAuthority) -> Server {
 }
 
 async fn start_with_delay(ca: &CertificateAuthority, read_delay: Duration) -> Server {
+    start_with(ca, read_delay, None).await
+}
+
+async fn start_with(
+    ca: &CertificateAuthority,
+    read_delay: Duration,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Server {
     hab_bootstrap::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     write_pair(dir.path(), &issue(ca));
@@ -57,7 +65,7 @@ async fn start_with_delay(ca: &CertificateAuthority, read_delay: Duration) -> Se
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve_tls(
         listener,
-        certs.server_config(),
+        certs.server_config(clients),
         app,
         async {
             let _ = stopped.await;
@@ -213,7 +221,7 @@ async fn the_server_state_says_whether_the_listener_is_accepting() {
         shedder: Shedder::new(Limits::default()),
         state: state.clone(),
     };
-    let task = tokio::spawn(serve_tls_with(listener, certs.server_config(), app, phase_rx, options));
+    let task = tokio::spawn(serve_tls_with(listener, certs.server_config(None), app, phase_rx, options));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(state.is_accepting());
     phase.send(Phase::GoingAway).unwrap();
@@ -222,4 +230,82 @@ async fn the_server_state_says_whether_the_listener_is_accepting() {
     phase.send(Phase::Stopped).unwrap();
     task.await.unwrap();
     assert!(!state.is_accepting());
+}
+
+/// A client certificate for `common_name` signed by `ca` (rcgen, as a CA signs the API server's).
+fn client_cert(ca: &CertificateAuthority, common_name: &str) -> (String, String) {
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, rcgen::KeyPair::from_pem(&ca.key_pem).unwrap())
+            .unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    (params.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+}
+
+/// One HTTP/1.1 GET over TLS, presenting `identity` (certificate and key PEM) when given: the
+/// response's status line, or the error that ended the exchange.
+async fn get_over_tls(
+    addr: SocketAddr,
+    server_ca: &str,
+    identity: Option<(String, String)>,
+) -> Result<String, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(server_ca.as_bytes()).unwrap()).unwrap();
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let request = b"GET /livez HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    tls.write_all(request).await.map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// `--client-ca`: the API server's client certificate is required and checked at the handshake;
+/// without one, or with one of another CA, no request is served.
+#[tokio::test]
+async fn a_client_ca_refuses_clients_without_its_certificate_at_tls() {
+    let ca = CertificateAuthority::generate("serving CA", time::Duration::days(1)).unwrap();
+    let client_ca = CertificateAuthority::generate("API server client CA", time::Duration::days(1)).unwrap();
+    let other_ca = CertificateAuthority::generate("someone else", time::Duration::days(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &client_ca.cert_pem).unwrap();
+    hab_bootstrap::install_crypto_provider();
+    let verifier = hab_bootstrap::webhook::server::tls::client_verifier(&ca_file).unwrap();
+    let server = start_with(&ca, Duration::ZERO, Some(verifier)).await;
+
+    let served =
+        get_over_tls(server.addr, &ca.cert_pem, Some(client_cert(&client_ca, "kube-apiserver"))).await;
+    assert!(served.as_deref().is_ok_and(|line| line.starts_with("HTTP/1.1 ")), "{served:?}");
+    let none = get_over_tls(server.addr, &ca.cert_pem, None).await;
+    eprintln!("without a client certificate: {none:?}");
+    assert!(none.as_ref().is_err_and(|e| e.contains("CertificateRequired")), "{none:?}");
+    let foreign =
+        get_over_tls(server.addr, &ca.cert_pem, Some(client_cert(&other_ca, "kube-apiserver"))).await;
+    eprintln!("with another CA's certificate: {foreign:?}");
+    assert!(foreign.as_ref().is_err_and(|e| e.contains("alert")), "{foreign:?}");
+    // A serving certificate (no clientAuth usage) of the right CA is no client certificate either.
+    let (cert, key) = {
+        let c = client_ca.issue(&["localhost".into()], &[], time::Duration::days(1)).unwrap();
+        (c.cert_pem, c.key_pem)
+    };
+    let serving = get_over_tls(server.addr, &ca.cert_pem, Some((cert, key))).await;
+    assert!(serving.as_ref().is_err_and(|e| e.contains("alert")), "{serving:?}");
+    let _ = server.stop.send(());
 }

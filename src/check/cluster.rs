@@ -15,8 +15,17 @@ pub struct ClusterFacts {
     pub minor: String,
     /// `admissionregistration.k8s.io/v1` lists `validatingadmissionpolicies`.
     pub validating_admission_policy: bool,
-    /// The sidecar's own-pod policy (examples/sidecar-admission-policy.yaml) is installed.
-    pub sidecar_policy_installed: bool,
+    /// The sidecar's own-pod policy (the chart's, or examples/sidecar-admission-policy.yaml).
+    pub sidecar_policy: Policy,
+}
+
+/// A ValidatingAdmissionPolicy as the API server has it: it refuses nothing until a binding with
+/// `validationActions: [Deny]` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Missing,
+    Unbound,
+    Enforced,
 }
 
 /// The minor version as a number: `"36"`, `"36+"` (some distributions) → 36.
@@ -81,21 +90,27 @@ pub fn check(facts: &ClusterFacts) -> Vec<Finding> {
     }
     if facts.validating_admission_policy {
         out.push(Finding::ok(SECTION, "cluster.admission-policy", "ValidatingAdmissionPolicy available"));
-        if facts.sidecar_policy_installed {
-            out.push(Finding::ok(
-                SECTION,
-                "cluster.sidecar-policy",
-                "the sidecar's own-pod admission policy is installed",
-            ));
-        } else {
-            out.push(Finding::warning(
+        let fix = "kubectl apply -f examples/sidecar-admission-policy.yaml (once per cluster), or install the \
+                   chart with admissionPolicies.sidecarOwnPod=true (the default)";
+        out.push(match facts.sidecar_policy {
+            Policy::Enforced => {
+                Finding::ok(SECTION, "cluster.sidecar-policy", "the sidecar's own-pod admission policy is enforced")
+            }
+            Policy::Missing => Finding::warning(
                 SECTION,
                 "cluster.sidecar-policy",
                 "the sidecar's own-pod admission policy is not installed: a role sidecar's ServiceAccount may \
                  patch any pod of its namespace",
-                "kubectl apply -f examples/sidecar-admission-policy.yaml (once per cluster)",
-            ));
-        }
+                fix,
+            ),
+            Policy::Unbound => Finding::warning(
+                SECTION,
+                "cluster.sidecar-policy",
+                "the sidecar's own-pod admission policy is installed but no binding enforces it \
+                 (validationActions: [Deny]): a role sidecar's ServiceAccount may patch any pod of its namespace",
+                fix,
+            ),
+        });
     } else {
         out.push(Finding::error(
             SECTION,
@@ -119,7 +134,7 @@ mod tests {
             major: "1".into(),
             minor: minor.into(),
             validating_admission_policy: true,
-            sidecar_policy_installed: true,
+            sidecar_policy: Policy::Enforced,
         }
     }
 
@@ -139,8 +154,10 @@ mod tests {
 
     #[test]
     fn admission_policy() {
-        let f = check(&ClusterFacts { sidecar_policy_installed: false, ..facts("36") });
-        assert_eq!(status(&f, "cluster.sidecar-policy"), Status::Warning);
+        for policy in [Policy::Missing, Policy::Unbound] {
+            let f = check(&ClusterFacts { sidecar_policy: policy, ..facts("36") });
+            assert_eq!(status(&f, "cluster.sidecar-policy"), Status::Warning);
+        }
         let f = check(&ClusterFacts { validating_admission_policy: false, ..facts("36") });
         assert_eq!(status(&f, "cluster.admission-policy"), Status::Error);
     }

@@ -5,6 +5,7 @@
 use time::OffsetDateTime;
 
 use super::Finding;
+use super::cluster::Policy;
 use crate::certs::inspect::{self, Cert};
 
 const SECTION: &str = "install";
@@ -78,6 +79,9 @@ pub struct InstallFacts {
     pub replicas: Option<Result<(usize, usize), String>>,
     pub dry_run_statefulset: DryRun,
     pub dry_run_pod: DryRun,
+    /// The policy that narrows the Secrets the webhook may create, by name, `<configuration>-webhook-secrets`
+    /// as the chart names it; None where the API server serves no ValidatingAdmissionPolicy.
+    pub webhook_secrets_policy: Option<(String, Policy)>,
     pub now: OffsetDateTime,
 }
 
@@ -153,7 +157,40 @@ pub fn check(facts: &InstallFacts) -> Vec<Finding> {
         &facts.dry_run_statefulset,
     ));
     out.push(dry_run_finding("install.dry-run-pod", "the pod webhook", &facts.dry_run_pod));
+    out.extend(
+        facts.webhook_secrets_policy.as_ref().map(|(name, policy)| webhook_secrets_finding(name, *policy)),
+    );
     out
+}
+
+/// The webhook may create Secrets in every namespace (its ring keys): RBAC cannot narrow `create`
+/// by name, the chart's policy does.
+fn webhook_secrets_finding(name: &str, policy: Policy) -> Finding {
+    const CHECK: &str = "install.webhook-secrets-policy";
+    let fix = "helm upgrade <release> charts/hab-bootstrap --reuse-values --set admissionPolicies.webhookSecrets=true \
+               (the default), or kubectl apply --server-side -k webhook/";
+    let exposure = "the webhook's ServiceAccount may create any Secret in every namespace";
+    match policy {
+        Policy::Enforced => Finding::ok(
+            SECTION,
+            CHECK,
+            format!("ValidatingAdmissionPolicy {name} limits the webhook to creating ring-key Secrets"),
+        ),
+        Policy::Missing => Finding::warning(
+            SECTION,
+            CHECK,
+            format!("ValidatingAdmissionPolicy {name} is not installed: {exposure}"),
+            fix,
+        ),
+        Policy::Unbound => Finding::warning(
+            SECTION,
+            CHECK,
+            format!(
+                "ValidatingAdmissionPolicy {name} has no binding that enforces it (validationActions: [Deny]): {exposure}"
+            ),
+            fix,
+        ),
+    }
 }
 
 fn replicas_fix(target: &Target) -> String {
@@ -376,6 +413,7 @@ mod tests {
             replicas: None,
             dry_run_statefulset: DryRun::Mutated,
             dry_run_pod: DryRun::Mutated,
+            webhook_secrets_policy: Some(("hab-bootstrap-webhook-secrets".into(), Policy::Enforced)),
             now: OffsetDateTime::now_utc(),
         }
     }
@@ -414,6 +452,23 @@ mod tests {
         f.dry_run_pod = DryRun::Unchanged;
         f.replicas = Some(Ok((0, 2)));
         assert_eq!(problems(&check(&f)), ["install.replicas", "install.dry-run-pod"]);
+    }
+
+    #[test]
+    fn the_webhook_secrets_policy_missing_or_unbound() {
+        let (bundle, chain) = setup(300);
+        for (policy, says) in [(Policy::Missing, "is not installed"), (Policy::Unbound, "has no binding")] {
+            let mut f = facts(&bundle, chain.clone());
+            f.webhook_secrets_policy = Some(("hab-bootstrap-webhook-secrets".into(), policy));
+            let found = check(&f);
+            assert_eq!(problems(&found), ["install.webhook-secrets-policy"]);
+            let finding = found.iter().find(|f| f.check == "install.webhook-secrets-policy").unwrap();
+            assert!(finding.message.contains(says), "{}", finding.message);
+        }
+        // No ValidatingAdmissionPolicy served: the cluster section says so, nothing here.
+        let mut f = facts(&bundle, chain);
+        f.webhook_secrets_policy = None;
+        assert!(!check(&f).iter().any(|f| f.check == "install.webhook-secrets-policy"));
     }
 
     #[test]

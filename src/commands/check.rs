@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::future::join_all;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingAdmissionPolicy};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
@@ -152,25 +154,40 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 async fn cluster_facts(client: &Client) -> anyhow::Result<cluster::ClusterFacts> {
     let version = client.apiserver_version().await.context("reading the API server version")?;
-    let vap = client
-        .list_api_group_resources("admissionregistration.k8s.io/v1")
-        .await
-        .map(|list| list.resources.iter().any(|r| r.name == "validatingadmissionpolicies"))
-        .unwrap_or(false);
-    let installed = vap
-        && Api::<ValidatingAdmissionPolicy>::all(client.clone())
-            .get_opt(SIDECAR_POLICY)
-            .await
-            .ok()
-            .flatten()
-            .is_some();
+    let vap = served_vap(client).await;
+    let sidecar_policy = if vap { policy(client, SIDECAR_POLICY).await } else { cluster::Policy::Missing };
     Ok(cluster::ClusterFacts {
         git_version: version.git_version,
         major: version.major,
         minor: version.minor,
         validating_admission_policy: vap,
-        sidecar_policy_installed: installed,
+        sidecar_policy,
     })
+}
+
+/// Whether `admissionregistration.k8s.io/v1` serves ValidatingAdmissionPolicies.
+async fn served_vap(client: &Client) -> bool {
+    client
+        .list_api_group_resources("admissionregistration.k8s.io/v1")
+        .await
+        .map(|list| list.resources.iter().any(|r| r.name == "validatingadmissionpolicies"))
+        .unwrap_or(false)
+}
+
+/// Whether the ValidatingAdmissionPolicy `name` exists and a binding enforces it.
+async fn policy(client: &Client, name: &str) -> cluster::Policy {
+    let exists =
+        Api::<ValidatingAdmissionPolicy>::all(client.clone()).get_opt(name).await.ok().flatten().is_some();
+    if !exists {
+        return cluster::Policy::Missing;
+    }
+    let bindings =
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()).list(&ListParams::default()).await;
+    let enforced = bindings.iter().flat_map(|l| &l.items).filter_map(|b| b.spec.as_ref()).any(|spec| {
+        spec.policy_name.as_deref() == Some(name)
+            && spec.validation_actions.iter().flatten().any(|a| a == "Deny")
+    });
+    if enforced { cluster::Policy::Enforced } else { cluster::Policy::Unbound }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -235,9 +252,19 @@ async fn install_facts(
     } else {
         (dry_run_statefulset(client, probe_ns).await, dry_run_pod(client, opted_in).await)
     };
+    let webhook_secrets_policy = match configs.first() {
+        Some(config) if served_vap(client).await => {
+            // The chart names its policies after the release, as it names the configuration.
+            let name = format!("{}-webhook-secrets", config.name);
+            let state = policy(client, &name).await;
+            Some((name, state))
+        }
+        _ => None,
+    };
     Ok(install::InstallFacts {
         configs,
         served,
+        webhook_secrets_policy,
         replicas,
         dry_run_statefulset,
         dry_run_pod,

@@ -19,7 +19,7 @@ use crate::runtime::{kube_client, tokio_runtime};
 use crate::webhook::admission::Admission;
 use crate::webhook::cluster::{KubeCluster, KubeEvents};
 use crate::webhook::server::shed::{Limits, Shedder};
-use crate::webhook::server::tls::CertReloader;
+use crate::webhook::server::tls::{self, CertReloader};
 use crate::webhook::server::{Phase, ServeOptions, ServerState, routes, serve_tls_with};
 
 #[derive(Debug, clap::Args)]
@@ -34,6 +34,10 @@ pub struct WebhookArgs {
     pub tls_cert: PathBuf,
     #[arg(long, env = "HABITAT_BOOTSTRAP_TLS_KEY", default_value = "/etc/hab-bootstrap/tls/tls.key")]
     pub tls_key: PathBuf,
+    /// Require a client certificate issued by a CA of this PEM file (the API server's, configured
+    /// with a kubeconfig for webhooks in its AdmissionConfiguration); off by default.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
     /// How often the certificate files are checked for a new certificate.
     #[arg(long, env = "HABITAT_BOOTSTRAP_CERT_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
@@ -79,6 +83,7 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         admin_listen,
         tls_cert,
         tls_key,
+        client_ca,
         cert_reload_interval,
         live_read_timeout,
         shutdown_delay,
@@ -96,6 +101,8 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     settings.check().map_err(anyhow::Error::msg)?;
 
     let certs = CertReloader::load(&tls_cert, &tls_key).context("loading the serving certificate")?;
+    let clients =
+        client_ca.as_deref().map(tls::client_verifier).transpose().context("loading --client-ca")?;
     certs.spawn_polling(cert_reload_interval);
     let client = kube_client().await?;
     let cluster = KubeCluster::start(client.clone(), live_read_timeout);
@@ -142,7 +149,8 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let app = routes::router(Arc::clone(&admission));
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
     let options = ServeOptions { drain: drain_timeout, shedder, state: server_state };
-    let mut server = tokio::spawn(serve_tls_with(listener, certs.server_config(), app, phase_rx, options));
+    let mut server =
+        tokio::spawn(serve_tls_with(listener, certs.server_config(clients), app, phase_rx, options));
 
     tokio::select! {
         () = termination_signal() => {}

@@ -13,8 +13,8 @@ pub use crate::injection::facts::{Facts, ServiceFact};
 use crate::injection::pod_identity::{has_pod_index_label, ordinal, statefulset_owner};
 use crate::injection::render::env::{self, downward, literal};
 use crate::injection::render::sidecar::{
-    RunAs, SERVICE_ACCOUNT_MOUNT, SIDECAR_NAME, SidecarInputs, StateInputs, WatchFileInputs,
-    sidecar_container,
+    ApiToken, RunAs, SERVICE_ACCOUNT_MOUNT, SIDECAR_NAME, SidecarInputs, StateInputs, WatchFileInputs,
+    own_token_volume, sidecar_container,
 };
 use crate::injection::render::{self, InjectionPlan, InjectionStatus, PEERS_FILE};
 use crate::injection::ring_address::RingAddress;
@@ -128,11 +128,13 @@ fn try_decide(pod: &Pod, facts: &Facts, settings: &InjectionSettings) -> Result<
     env.extend(ring_key_secret.as_deref().map(ring_key::env_var));
     env.push(persist_period(target.spec.replicas));
     let inputs = sidecar_inputs(pod, facts, &target, &sup, &state, user_peers, &mut warnings);
+    let sidecar_volumes = (inputs.api_token == ApiToken::Own).then(own_token_volume).into_iter().collect();
     let injection_plan = InjectionPlan {
         supervisor: sup.container.name.clone(),
         peer_watch_file: !user_peers,
         env,
         volumes: (!user_peers).then(render::peers_volume).into_iter().chain(state.injected).collect(),
+        sidecar_volumes,
         ring_key_secret,
         sidecar: Some(sidecar_container(settings, &inputs)),
     };
@@ -323,10 +325,17 @@ fn sidecar_inputs(
     user_peers: bool,
     warnings: &mut Vec<String>,
 ) -> SidecarInputs {
-    let service_account_mount =
-        sup.container.volume_mounts.iter().flatten().find(|m| m.mount_path == SERVICE_ACCOUNT_MOUNT).cloned();
+    // A token the Supervisor's container holds is the pod's automounted one, which every container
+    // shares; without it the sidecar gets a token of its own that no other container mounts.
+    let api_token = sup
+        .container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_MOUNT)
+        .map_or(ApiToken::Own, |m| ApiToken::Shared(m.clone()));
     warnings::check_sidecar_access(
-        service_account_mount.is_some(),
+        matches!(api_token, ApiToken::Shared(_)),
         facts.sidecar_can_label,
         service_account(pod),
         warnings,
@@ -342,7 +351,7 @@ fn sidecar_inputs(
             .flatten()
             .find(|e| e.name == "HAB_SUP_GATEWAY_AUTH_TOKEN")
             .cloned(),
-        service_account_mount,
+        api_token,
         watch_file: (!user_peers).then(|| WatchFileInputs {
             path: PEERS_FILE.to_owned(),
             mount: render::peers_volume().1,

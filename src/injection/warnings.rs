@@ -97,21 +97,24 @@ pub fn check_pod_name(pod_name: &str, warnings: &mut Vec<String>) {
     }
 }
 
-/// The role sidecar labels its pod with the pod's ServiceAccount token.
+/// The role sidecar labels its pod with the pod's ServiceAccount token: its own when the pod mounts
+/// none, else the one every container of the pod shares.
 pub fn check_sidecar_access(
-    token_mounted: bool,
+    token_shared: bool,
     can_label: Option<bool>,
     service_account: &str,
     warnings: &mut Vec<String>,
 ) {
-    if !token_mounted {
-        warnings.push(
-            "no ServiceAccount token is mounted: the sidecar can neither label its pod nor keep the peer file"
-                .to_owned(),
-        );
-    } else if can_label == Some(false) {
+    if can_label == Some(false) {
         warnings.push(format!(
             "ServiceAccount {service_account:?} may not patch pods: the role sidecar cannot label its pod (docs/sidecar.md)"
         ));
+    } else if token_shared {
+        warnings.push(
+            "the ServiceAccount token is mounted in every container: the application shares the sidecar's \
+             right to patch pods; set automountServiceAccountToken: false in the pod template and the \
+             sidecar alone gets a token"
+                .to_owned(),
+        );
     }
 }

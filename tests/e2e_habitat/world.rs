@@ -134,6 +134,8 @@ impl World {
             "-f",
             harness::repo_file("examples/sidecar-admission-policy.yaml").to_str().unwrap(),
         ]);
+        // What `check` expects of a healthy install.
+        kubectl(&["apply", "-f", harness::webhook_secrets_policy().path().to_str().unwrap()]);
         Self::with_webhook(scenario, ns, habitat, client, webhook).await
     }
 

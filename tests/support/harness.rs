@@ -156,6 +156,19 @@ pub fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// The chart's policy on the webhook's Secrets and its binding, as `webhook/` has them, in a file
+/// of their own for `kubectl apply -f`: what `check` expects of a healthy install. It restricts the
+/// chart's webhook ServiceAccount only, not the test webhook.
+pub fn webhook_secrets_policy() -> tempfile::NamedTempFile {
+    let all = std::fs::read_to_string(repo_file("webhook/admission-policies.yaml")).unwrap();
+    let ours: Vec<&str> =
+        all.split("\n---\n").filter(|doc| doc.contains("name: hab-bootstrap-webhook-secrets\n")).collect();
+    assert_eq!(ours.len(), 2, "the policy and its binding");
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), ours.join("\n---\n")).unwrap();
+    file
+}
+
 pub async fn client() -> Client {
     Client::try_default().await.expect("a client from KUBECONFIG")
 }

@@ -63,11 +63,35 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/* A Go duration as liveReadTimeout takes it ("2s", "1m30s", "500ms"), in milliseconds. */}}
+{{- define "hab-bootstrap.milliseconds" -}}
+{{- $total := 0 }}
+{{- range regexFindAll "[0-9]+(ms|h|m|s)" . -1 }}
+{{- $number := regexFind "^[0-9]+" . }}
+{{- $unit := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) (trimPrefix $number .) }}
+{{- $total = add $total (mul (int $number) $unit) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
 {{/* Refuse values that would make a broken install. */}}
 {{- define "hab-bootstrap.validate" -}}
+{{- /* The webhook answers within webhook.timeoutSeconds less its margin (a quarter, at most 1 s:
+src/webhook/deadline.rs); a review makes up to three API calls in turn, each capped by
+liveReadTimeout. One call that hangs must leave time for the next, or a slow optional check
+(the SubjectAccessReview) turns into a denial. */}}
+{{- $timeout := mul (int .Values.webhook.timeoutSeconds) 1000 }}
+{{- $budget := sub $timeout (min (div $timeout 4) 1000) }}
+{{- $read := int (include "hab-bootstrap.milliseconds" .Values.liveReadTimeout) }}
+{{- if gt (mul $read 2) $budget }}
+{{- fail (printf "liveReadTimeout (%s) is more than half of the %dms the webhook has to answer within webhook.timeoutSeconds (%v, less its margin): one API call that hangs would leave no time for the next; set liveReadTimeout to at most %dms or raise webhook.timeoutSeconds" .Values.liveReadTimeout $budget .Values.webhook.timeoutSeconds (div $budget 2)) }}
+{{- end }}
 {{- $stop := add .Values.shutdownDelaySeconds .Values.drainTimeoutSeconds }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $stop) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be longer than shutdownDelaySeconds + drainTimeoutSeconds (%v)" .Values.terminationGracePeriodSeconds $stop) }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsFrom) }}
+{{- fail "serviceMonitor.enabled: the NetworkPolicy lets nobody reach /metrics; set networkPolicy.metricsFrom to where Prometheus scrapes from (e.g. a namespaceSelector of its namespace), or networkPolicy.enabled=false" }}
 {{- end }}
 {{- if and (eq .Values.certificates.mode "provided") (not .Values.certificates.secretName) }}
 {{- fail "certificates.mode=provided needs certificates.secretName (your kubernetes.io/tls Secret)" }}

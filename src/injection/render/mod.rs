@@ -36,6 +36,8 @@ pub struct InjectionPlan {
     pub env: Vec<EnvVar>,
     /// Volumes we add, each with its mount in the supervisor container.
     pub volumes: Vec<(Volume, VolumeMount)>,
+    /// Volumes we add that only the sidecar mounts (its own API token).
+    pub sidecar_volumes: Vec<Volume>,
     /// The Secret named by the ring key variable in `env`, for the record.
     pub ring_key_secret: Option<String>,
     pub sidecar: Option<Container>,
@@ -65,7 +67,13 @@ pub fn apply(pod: &mut Pod, plan: InjectionPlan) -> InjectionStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         supervisor: plan.supervisor.clone(),
         peer_watch_file: plan.peer_watch_file.then(|| PEERS_FILE.to_owned()),
-        volumes: plan.volumes.iter().map(|(v, _)| v.name.clone()).collect(),
+        volumes: plan
+            .volumes
+            .iter()
+            .map(|(v, _)| &v.name)
+            .chain(plan.sidecar_volumes.iter().map(|v| &v.name))
+            .cloned()
+            .collect(),
         ring_key_secret: plan.ring_key_secret.clone(),
         sidecar: plan.sidecar.as_ref().map(|c| c.name.clone()),
         ..Default::default()
@@ -98,7 +106,8 @@ pub fn apply(pod: &mut Pod, plan: InjectionPlan) -> InjectionStatus {
     }
 
     let volumes = spec.volumes.get_or_insert_default();
-    reconcile_set(volumes, |v| &v.name, &previous.volumes, plan.volumes.into_iter().map(|(v, _)| v));
+    let wanted = plan.volumes.into_iter().map(|(v, _)| v).chain(plan.sidecar_volumes);
+    reconcile_set(volumes, |v| &v.name, &previous.volumes, wanted);
     tidy(&mut spec.volumes);
     reconcile_sidecar(spec, previous.sidecar.as_deref(), plan.sidecar);
     if status != previous {

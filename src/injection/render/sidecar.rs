@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, VolumeMount,
+    Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
+    DownwardAPIVolumeFile, EnvVar, HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -16,6 +18,8 @@ pub const SIDECAR_NAME: &str = "habitat-role";
 /// Where the ServiceAccount admission plugin mounts the API token; it ran before us, so the
 /// containers we add do not get the mount unless we copy it.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The sidecar's own token volume, when the pod's containers get none.
+pub const SIDECAR_TOKEN_VOLUME: &str = "habitat-role-api-access";
 pub const GATEWAY_TOKEN_ENV: &str = "HABITAT_BOOTSTRAP_GATEWAY_TOKEN";
 
 /// What the sidecar needs to know beyond the settings.
@@ -25,7 +29,7 @@ pub struct SidecarInputs {
     pub service_group: Option<String>,
     /// The supervisor's gateway token variable, copied under our name.
     pub gateway_token: Option<EnvVar>,
-    pub service_account_mount: Option<VolumeMount>,
+    pub api_token: ApiToken,
     /// None when the user passes peers themselves.
     pub watch_file: Option<WatchFileInputs>,
     /// False: the sidecar keeps the peer file and departs ghosts, but labels nothing.
@@ -60,6 +64,77 @@ pub enum RunAs {
     Image,
 }
 
+/// The API token the sidecar labels its pod and watches its peers with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiToken {
+    /// The pod's automounted token, which every container of the pod holds: the mount is copied.
+    Shared(VolumeMount),
+    /// The pod mounts no token (`automountServiceAccountToken: false` on the pod or its
+    /// ServiceAccount): the sidecar alone mounts [`own_token_volume`].
+    Own,
+}
+
+impl ApiToken {
+    fn mount(&self) -> VolumeMount {
+        match self {
+            ApiToken::Shared(mount) => mount.clone(),
+            ApiToken::Own => VolumeMount {
+                name: SIDECAR_TOKEN_VOLUME.to_owned(),
+                mount_path: SERVICE_ACCOUNT_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// What the kubelet's `kube-api-access-*` volume holds — a token bound to the pod, the cluster's CA
+/// and the namespace — under a name of ours, for the sidecar alone.
+pub fn own_token_volume() -> Volume {
+    Volume {
+        name: SIDECAR_TOKEN_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o644),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        expiration_seconds: Some(3607),
+                        path: "token".to_owned(),
+                        audience: None,
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".to_owned(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".to_owned(),
+                            path: "ca.crt".to_owned(),
+                            mode: None,
+                        }]),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".to_owned(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: Some("v1".to_owned()),
+                                field_path: "metadata.namespace".to_owned(),
+                            }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        ..Default::default()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WatchFileInputs {
     pub path: String,
@@ -84,7 +159,7 @@ pub fn sidecar_container(settings: &InjectionSettings, inputs: &SidecarInputs) -
     if let Some(group) = &inputs.service_group {
         args.extend(["--service-group".to_owned(), group.clone()]);
     }
-    let mut mounts: Vec<VolumeMount> = inputs.service_account_mount.iter().cloned().collect();
+    let mut mounts = vec![inputs.api_token.mount()];
     if let Some(w) = &inputs.watch_file {
         args.extend([
             "--peer-watch-file".to_owned(),
@@ -168,7 +243,7 @@ pub fn sidecar_container(settings: &InjectionSettings, inputs: &SidecarInputs) -
         }),
         security_context: Some(security_context(inputs.state.as_ref().map_or(RunAs::Image, |s| s.run_as))),
         restart_policy: settings.native_sidecar.then(|| "Always".to_owned()),
-        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Default::default()
     }

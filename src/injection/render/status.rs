@@ -23,8 +23,8 @@ pub struct InjectionStatus {
     /// The role sidecar container, when injected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<String>,
-    /// Volumes we added and mounted in the supervisor: the peer file's, and `/hab/sup`'s when no
-    /// volume of the user's keeps it.
+    /// Volumes we added: the peer file's and `/hab/sup`'s when no volume of the user's keeps it
+    /// (mounted in the supervisor), and the sidecar's own API token (mounted in the sidecar alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
     /// The Secret the ring key comes from, when we gave the Supervisor one.

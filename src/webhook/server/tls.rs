@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::RootCertStore;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -95,16 +97,36 @@ impl CertReloader {
         });
     }
 
-    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[
+    /// The TLS configuration; with `clients`, a client certificate it accepts is required.
+    pub fn server_config(
+        self: &Arc<Self>,
+        clients: Option<Arc<dyn ClientCertVerifier>>,
+    ) -> rustls::ServerConfig {
+        let builder = rustls::ServerConfig::builder_with_protocol_versions(&[
             &rustls::version::TLS13,
             &rustls::version::TLS12,
-        ])
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        ]);
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config
     }
+}
+
+/// Requires a client certificate issued by a CA of `ca_file` (PEM), refusing any other at the
+/// handshake: the API server presents one when its AdmissionConfiguration gives it a kubeconfig
+/// for this webhook (`--client-ca`).
+pub fn client_verifier(ca_file: &Path) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let pem = std::fs::read(ca_file).map_err(|e| anyhow::anyhow!("reading {}: {e}", ca_file.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no certificate in {}", ca_file.display());
+    Ok(WebPkiClientVerifier::builder(Arc::new(roots)).build()?)
 }
 
 impl ResolvesServerCert for CertReloader {
