@@ -309,3 +309,36 @@ async fn a_client_ca_refuses_clients_without_its_certificate_at_tls() {
     assert!(serving.as_ref().is_err_and(|e| e.contains("alert")), "{serving:?}");
     let _ = server.stop.send(());
 }
+
+#[test]
+fn expiry_of_the_served_certificate_and_its_ca_follows_reloads() {
+    hab_bootstrap::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let old_ca = CertificateAuthority::generate("old CA", time::Duration::days(30)).unwrap();
+    let new_ca = CertificateAuthority::generate("new CA", time::Duration::days(400)).unwrap();
+    let serving = old_ca.issue(&["localhost".into()], &[], time::Duration::days(10)).unwrap();
+    write_pair(dir.path(), &serving);
+    let ca_path = dir.path().join("ca.crt");
+    // A rotation in progress: both CAs trusted, the old one still signing.
+    let bundle = format!("{}{}", new_ca.cert_pem, old_ca.cert_pem);
+    hab_bootstrap::certs::write(&ca_path, &bundle, 0o644).unwrap();
+    let certs =
+        CertReloader::load_with_ca(dir.path().join("tls.crt"), dir.path().join("tls.key"), Some(ca_path))
+            .unwrap();
+    let days = |t: Option<time::OffsetDateTime>| (t.unwrap() - time::OffsetDateTime::now_utc()).whole_days();
+    let (served, ca) = certs.not_after();
+    assert_eq!((days(served), days(ca)), (9, 29), "the leaf and the CA that signed it");
+    // The serving certificate moves to the new CA: both expiries follow the reload.
+    write_pair(dir.path(), &new_ca.issue(&["localhost".into()], &[], time::Duration::days(90)).unwrap());
+    assert!(certs.reload().unwrap());
+    let (served, ca) = certs.not_after();
+    assert_eq!((days(served), days(ca)), (89, 399));
+    // Without a CA bundle only the serving certificate is known.
+    let plain = CertReloader::load_with_ca(
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        Some(dir.path().join("absent.crt")),
+    )
+    .unwrap();
+    assert_eq!(plain.not_after().1, None);
+}

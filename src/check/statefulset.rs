@@ -91,6 +91,14 @@ pub fn template_label_fix(ns: &str, name: &str) -> String {
     )
 }
 
+/// The fix for pods that were never injected while the template is labelled: recreate them.
+pub fn escaped_pods_fix(ns: &str, pods: &[&str]) -> String {
+    format!(
+        "kubectl -n {ns} delete pod {} (one at a time: the StatefulSet controller recreates each, injected)",
+        pods.join(" ")
+    )
+}
+
 pub fn check(facts: &StsFacts) -> Vec<Finding> {
     let s = section(&facts.namespace, &facts.name);
     let (ns, name) = (facts.namespace.as_str(), facts.name.as_str());
@@ -165,10 +173,7 @@ fn check_pods(s: &str, facts: &StsFacts) -> Vec<Finding> {
     }
     if !escaped.is_empty() {
         let fix = if facts.template_label {
-            format!(
-                "kubectl -n {ns} delete pod {} (one at a time: the StatefulSet controller recreates each, injected)",
-                escaped.join(" ")
-            )
+            escaped_pods_fix(ns, &escaped)
         } else {
             format!(
                 "first the template label (above), which rolls the pods: {}",

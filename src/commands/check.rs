@@ -30,6 +30,7 @@ use crate::injection::annotations::{self, BootstrapOptions};
 use crate::injection::pod_identity::{POD_INDEX_LABEL, POD_NAME_LABEL};
 use crate::injection::render::status::InjectionStatus;
 use crate::injection::supervisor_args::DEFAULT_HTTP_PORT;
+use crate::injection::template_label::template_labelled;
 use crate::runtime::access_review;
 use crate::sidecar::census::Census;
 use crate::sidecar::census_client::CensusClient;
@@ -488,15 +489,6 @@ async fn opted_in_statefulsets(client: &Client, ns: Option<&str>) -> anyhow::Res
     };
     let list = api.list(&ListParams::default()).await.context("listing StatefulSets")?;
     Ok(list.items.into_iter().filter(|s| annotations::opted_in(s.metadata.annotations.as_ref())).collect())
-}
-
-fn template_labelled(sts: &StatefulSet) -> bool {
-    sts.spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.as_ref())
-        .and_then(|l| l.get(annotations::BOOTSTRAP))
-        .is_some_and(|v| v == "true")
 }
 
 /// The pods `sts` owns now.

@@ -206,7 +206,7 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
 
-    info!(pod = %pod_name, namespace = %pod_namespace, census_url = %census.url(), label = %label_key, "role sidecar started");
+    info!(version = crate::runtime::build_info::VERSION, pod = %pod_name, namespace = %pod_namespace, census_url = %census.url(), label = %label_key, "role sidecar started");
     let writer = if no_role_label {
         RoleLabel::Off
     } else {

@@ -13,11 +13,13 @@ use tracing::{error, info, warn};
 use crate::injection::duration::parse_duration;
 use crate::injection::settings::InjectionSettings;
 use crate::runtime::admin::{self, Health};
+use crate::runtime::build_info;
 use crate::runtime::logging::{self, LogFormat};
 use crate::runtime::signals::termination_signal;
 use crate::runtime::{kube_client, tokio_runtime};
 use crate::webhook::admission::Admission;
 use crate::webhook::cluster::{KubeCluster, KubeEvents};
+use crate::webhook::scan;
 use crate::webhook::server::shed::{Limits, Shedder};
 use crate::webhook::server::tls::{self, CertReloader};
 use crate::webhook::server::{Phase, ServeOptions, ServerState, routes, serve_tls_with};
@@ -38,12 +40,20 @@ pub struct WebhookArgs {
     /// with a kubeconfig for webhooks in its AdmissionConfiguration); off by default.
     #[arg(long, env = "HABITAT_BOOTSTRAP_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// The CA bundle that signed the certificate, read only for the CA's expiry metric; a missing
+    /// file only leaves that metric out.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_TLS_CA", default_value = "/etc/hab-bootstrap/tls/ca.crt")]
+    pub tls_ca: PathBuf,
     /// How often the certificate files are checked for a new certificate.
     #[arg(long, env = "HABITAT_BOOTSTRAP_CERT_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
     /// Bound on each API read made while admitting an opted-in pod.
     #[arg(long, env = "HABITAT_BOOTSTRAP_LIVE_READ_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub live_read_timeout: Duration,
+    /// How often the caches are scanned for opted-in StatefulSets and pods that escaped injection
+    /// (metrics, an Event, a log line); 0s turns the scan off.
+    #[arg(long, env = "HABITAT_BOOTSTRAP_ESCAPE_SCAN_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub escape_scan_interval: Duration,
     /// After SIGTERM, how long to keep serving while reporting not-ready, so that the Service
     /// stops routing to us first.
     #[arg(long, env = "HABITAT_BOOTSTRAP_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
@@ -84,8 +94,10 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         tls_cert,
         tls_key,
         client_ca,
+        tls_ca,
         cert_reload_interval,
         live_read_timeout,
+        escape_scan_interval,
         shutdown_delay,
         drain_timeout,
         max_connections,
@@ -100,12 +112,14 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     logging::init_logging(log_format);
     settings.check().map_err(anyhow::Error::msg)?;
 
-    let certs = CertReloader::load(&tls_cert, &tls_key).context("loading the serving certificate")?;
+    let certs = CertReloader::load_with_ca(&tls_cert, &tls_key, Some(tls_ca))
+        .context("loading the serving certificate")?;
     let clients =
         client_ca.as_deref().map(tls::client_verifier).transpose().context("loading --client-ca")?;
     certs.spawn_polling(cert_reload_interval);
     let client = kube_client().await?;
     let cluster = KubeCluster::start(client.clone(), live_read_timeout);
+    let instance = pod_name.clone().unwrap_or_else(|| "hab-bootstrap".to_owned());
     let events = KubeEvents::new(client, pod_name);
     let shedder = Shedder::new(limits);
     let mut metrics = crate::webhook::metrics::Metrics::default();
@@ -123,13 +137,21 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             })
             .with_check(move || cert_check.validity_problem(time::OffsetDateTime::now_utc())),
     );
-    let metrics_source = Arc::clone(&admission);
-    let admin_app = admin::router(Arc::clone(&health), Arc::new(move || Ok(metrics_source.metrics.encode())));
+    let (metrics_source, served) = (Arc::clone(&admission), Arc::clone(&certs));
+    let admin_app = admin::router(
+        Arc::clone(&health),
+        Arc::new(move || {
+            // Read at each scrape from the certificate loaded now, so a reload shows at once.
+            let (serving, ca) = served.not_after();
+            metrics_source.metrics.set_certificate_expiry(serving, ca);
+            Ok(metrics_source.metrics.encode())
+        }),
+    );
     let admin_listener = TcpListener::bind(admin_listen)
         .await
         .with_context(|| format!("binding the admin port {admin_listen}"))?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    info!(%listen, %admin_listen, "serving");
+    info!(version = build_info::VERSION, %listen, %admin_listen, "serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_stop = wait_for(stop_rx.clone());
@@ -144,6 +166,9 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         sync_source.cluster.wait_synced().await;
         sync_health.set_ready();
         info!("caches synced: ready");
+        if !escape_scan_interval.is_zero() {
+            scan::run(sync_source, escape_scan_interval, instance).await;
+        }
     });
 
     let app = routes::router(Arc::clone(&admission));

@@ -21,6 +21,13 @@ pub enum TemplateDecision {
     Deny(String),
 }
 
+/// Whether the pod template carries the label the pod webhook selects on: without it the
+/// StatefulSet's pods are created without injection, whatever its annotation says.
+pub fn template_labelled(sts: &StatefulSet) -> bool {
+    let labels = sts.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.as_ref());
+    labels.and_then(|l| l.get(annotations::BOOTSTRAP)).is_some_and(|v| v == "true")
+}
+
 /// `creating`: the review is the StatefulSet's CREATE. Only then does it get a ring key of its own
 /// (annotation [`annotations::RING_KEY_SECRET`]): Supervisors with a key and without one do not
 /// hear each other, so a ring that already runs keeps running without one (docs/sidecar.md says how
@@ -36,8 +43,7 @@ pub fn decide_template(sts: &StatefulSet, creating: bool, settings: &InjectionSe
     {
         return TemplateDecision::Deny(e);
     }
-    let labels = sts.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.as_ref());
-    let has = labels.and_then(|l| l.get(annotations::BOOTSTRAP)).is_some_and(|v| v == "true");
+    let has = template_labelled(sts);
     let name_key =
         want && creating && annotations.is_none_or(|a| !a.contains_key(annotations::RING_KEY_SECRET));
     if want == has && !name_key {

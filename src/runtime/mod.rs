@@ -3,6 +3,7 @@
 
 pub mod access_review;
 pub mod admin;
+pub mod build_info;
 pub mod kubeconfig;
 pub mod logging;
 pub mod signals;

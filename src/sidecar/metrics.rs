@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::runtime::admin::{Health, MetricsText};
+use crate::runtime::build_info;
 use crate::sidecar::census::Role;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,7 +59,9 @@ impl Metrics {
     }
 
     pub fn registry(&self) -> Registry {
-        let mut registry = Registry::with_prefix("hab_bootstrap_sidecar");
+        let mut root = Registry::with_prefix("hab_bootstrap");
+        build_info::register(&mut root, "sidecar");
+        let registry = root.sub_registry_with_prefix("sidecar");
         registry.register(
             "role",
             "1 for the role the census gives this pod now (leader, follower or unknown)",
@@ -104,7 +107,7 @@ impl Metrics {
             "Saved ring members removed from the Supervisor's rumor files at pod start, so it reads the peer file",
             self.saved_members_forgotten.clone(),
         );
-        registry
+        root
     }
 
     pub fn set_role(&self, role: Option<Role>) {
@@ -176,6 +179,10 @@ mod tests {
             "hab_bootstrap_sidecar_peer_watch_file_writes_total{result=\"ok\"} 1",
             "hab_bootstrap_sidecar_peer_watch_file_peers 0",
             "hab_bootstrap_sidecar_pod_watch_errors_total 0",
+            &format!(
+                "hab_bootstrap_build_info{{version=\"{}\",component=\"sidecar\"}} 1",
+                build_info::VERSION
+            ),
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");
         }

@@ -1,5 +1,5 @@
-//! The webhook's view of the cluster: reflector caches of StatefulSets and Services, the ring-key
-//! Secrets it creates, and Kubernetes Events.
+//! The webhook's view of the cluster: reflector caches of StatefulSets, Services and the pods that
+//! carry the opt-in label, the ring-key Secrets it creates, and Kubernetes Events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
@@ -17,8 +17,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tracing::warn;
 
+use crate::injection::annotations;
 use crate::injection::decision::ServiceFact;
+use crate::injection::pod_identity::statefulset_owner;
 use crate::injection::ring_key;
+use crate::injection::template_label::template_labelled;
 use crate::runtime::access_review;
 use crate::webhook::admission::{ClusterView, EventSink, EventType};
 use crate::webhook::deadline;
@@ -27,6 +30,8 @@ pub struct KubeCluster {
     client: Client,
     statefulsets: Store<StatefulSet>,
     services: Store<Service>,
+    /// Only for the escape scan ([`crate::webhook::scan`]): never read while admitting.
+    labelled_pods: Store<Pod>,
     live_read_timeout: Duration,
     /// SubjectAccessReview answers by (namespace, ServiceAccount): RBAC rarely changes, and a
     /// rollout asks the same question once per pod.
@@ -42,12 +47,18 @@ const RING_KEY_TTL: Duration = Duration::from_secs(300);
 impl KubeCluster {
     /// Starts the watches; the caches fill in the background (see [`KubeCluster::wait_synced`]).
     pub fn start(client: Client, live_read_timeout: Duration) -> Self {
-        let statefulsets = spawn_reflector(Api::<StatefulSet>::all(client.clone()), strip_statefulset);
-        let services = spawn_reflector(Api::<Service>::all(client.clone()), strip_service);
+        let all = watcher::Config::default();
+        let statefulsets =
+            spawn_reflector(Api::<StatefulSet>::all(client.clone()), all.clone(), strip_statefulset);
+        let services = spawn_reflector(Api::<Service>::all(client.clone()), all, strip_service);
+        // Selected by the API server: the pods of opted-in StatefulSets only, whatever else runs.
+        let labelled = watcher::Config::default().labels(&format!("{}=true", annotations::BOOTSTRAP));
+        let labelled_pods = spawn_reflector(Api::<Pod>::all(client.clone()), labelled, strip_pod);
         Self {
             client,
             statefulsets,
             services,
+            labelled_pods,
             live_read_timeout,
             access: Mutex::default(),
             ring_keys: Mutex::default(),
@@ -63,9 +74,16 @@ impl KubeCluster {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// The StatefulSet and labelled-pod caches, once the pods have synced; call it after
+    /// [`KubeCluster::wait_synced`]. (A store wakes one waiter only: each is awaited by one task.)
+    pub async fn escape_view(&self) -> (&Store<StatefulSet>, &Store<Pod>) {
+        let _ = self.labelled_pods.wait_until_ready().await;
+        (&self.statefulsets, &self.labelled_pods)
+    }
 }
 
-fn spawn_reflector<K>(api: Api<K>, strip: fn(&mut K)) -> Store<K>
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, strip: fn(&mut K)) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -76,11 +94,8 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip)
-        .reflect(writer)
-        .applied_objects();
+    let stream =
+        watcher(api, config.any_semantic()).default_backoff().modify(strip).reflect(writer).applied_objects();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
@@ -92,15 +107,38 @@ where
     reader
 }
 
-/// Keeps only what the admission decision reads: a large cluster's StatefulSets and Services stay
-/// a few hundred bytes each in memory.
+/// Keeps only what the admission decision and the escape scan read: a large cluster's StatefulSets
+/// and Services stay a few hundred bytes each in memory.
 fn strip_statefulset(sts: &mut StatefulSet) {
     sts.metadata.managed_fields = None;
+    // Of the template, only the opt-in label (the escape scan looks for it).
+    let labelled = template_labelled(sts);
     if let Some(spec) = sts.spec.as_mut() {
         spec.template = Default::default();
+        if labelled {
+            spec.template.metadata = Some(ObjectMeta {
+                labels: Some([(annotations::BOOTSTRAP.to_owned(), "true".to_owned())].into()),
+                ..Default::default()
+            });
+        }
         spec.volume_claim_templates = None;
     }
     sts.status = None;
+}
+
+/// A labelled pod keeps its name, namespace, controlling StatefulSet, deletion mark and whether it
+/// has the status annotation: a few hundred bytes each.
+fn strip_pod(pod: &mut Pod) {
+    let owner = statefulset_owner(pod).cloned();
+    let injected = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(annotations::STATUS));
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.generate_name = None;
+    meta.owner_references = owner.map(|o| vec![o]);
+    meta.annotations = injected.then(|| [(annotations::STATUS.to_owned(), String::new())].into());
+    pod.spec = None;
+    pod.status = None;
 }
 
 fn strip_service(svc: &mut Service) {

@@ -4,8 +4,10 @@
 pub mod admission;
 pub mod cluster;
 pub mod deadline;
+pub mod escaped;
 pub mod metrics;
 pub mod outcome;
 pub mod patch;
 pub mod review;
+pub mod scan;
 pub mod server;

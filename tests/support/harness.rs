@@ -24,6 +24,8 @@ pub struct Webhook {
     pub ca_pem: String,
     ca: CertificateAuthority,
     dir: PathBuf,
+    /// Flags added to every start.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -44,10 +46,28 @@ impl Webhook {
             ca_pem: ca.cert_pem.clone(),
             ca,
             dir,
+            args: Vec::new(),
             child: None,
         };
         w.serve_certificate_valid_for(time::Duration::days(90));
+        hab_bootstrap::certs::write(&w.dir.join("ca.crt"), &w.ca_pem, 0o644).unwrap();
         w
+    }
+
+    /// Another replica: the same certificate and flags, its own ports, started, not registered (the
+    /// API server calls the first one only).
+    pub fn replica(&self) -> Self {
+        let mut other = Self {
+            port: free_port(),
+            admin_port: free_port(),
+            ca_pem: self.ca_pem.clone(),
+            ca: CertificateAuthority::from_pem(&self.ca.cert_pem, &self.ca.key_pem).unwrap(),
+            dir: self.dir.clone(),
+            args: self.args.clone(),
+            child: None,
+        };
+        other.start();
+        other
     }
 
     /// Writes a new serving certificate from the same CA, valid for `valid_for`; the webhook
@@ -79,6 +99,7 @@ impl Webhook {
         let child = webhook_command(self.port, self.admin_port, &self.dir, log)
             .args(["--shutdown-delay", "0s", "--drain-timeout", "5s"])
             .args(["--cluster-domain", CLUSTER_DOMAIN, "--sidecar-image", "hab-bootstrap:e2e"])
+            .args(&self.args)
             .env("RUST_LOG", "info,hab_bootstrap=debug")
             .spawn()
             .expect("starting the webhook");
@@ -138,7 +159,13 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Starts the webhook and registers the project's configuration for it.
 pub async fn start_webhook(client: &Client) -> Webhook {
+    start_webhook_with(client, &[]).await
+}
+
+/// [`start_webhook`] with more flags.
+pub async fn start_webhook_with(client: &Client, args: &[&str]) -> Webhook {
     let mut w = Webhook::new();
+    w.args = args.iter().map(|a| a.to_string()).collect();
     w.start();
     register(
         client,

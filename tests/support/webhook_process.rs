@@ -18,7 +18,8 @@ pub fn free_port() -> u16 {
 }
 
 /// `hab-bootstrap webhook` serving 127.0.0.1:`port` (admin port `admin_port`) with
-/// `certs/tls.crt` and `certs/tls.key`, text logs to `log`. It dies with the test process
+/// `certs/tls.crt` and `certs/tls.key` (and the CA's expiry from `certs/ca.crt`, when there is one),
+/// text logs to `log`. It dies with the test process
 /// (`PR_SET_PDEATHSIG`), so a test killed by a timeout leaves no webhook behind. Callers add their
 /// own flags, then spawn.
 pub fn webhook_command(port: u16, admin_port: u16, certs: &Path, log: File) -> Command {
@@ -37,6 +38,7 @@ pub fn webhook_command(port: u16, admin_port: u16, certs: &Path, log: File) -> C
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
         .args(["--tls-cert", certs.join("tls.crt").to_str().unwrap()])
         .args(["--tls-key", certs.join("tls.key").to_str().unwrap()])
+        .args(["--tls-ca", certs.join("ca.crt").to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

@@ -21,15 +21,31 @@ use tracing::{info, warn};
 pub struct CertReloader {
     cert_path: PathBuf,
     key_path: PathBuf,
+    /// The CA bundle (`ca.crt`), read only for its expiry; optional.
+    ca_path: Option<PathBuf>,
     current: ArcSwap<Loaded>,
 }
 
+/// The certificate chain's, the key's and the CA bundle's PEM.
+type Files = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
 struct Loaded {
-    /// The PEM bytes the key was built from, to notice a change without parsing.
-    pem: (Vec<u8>, Vec<u8>),
+    /// The PEM bytes the key was built from, and the CA bundle's, to notice a change without parsing.
+    pem: Files,
     key: Arc<CertifiedKey>,
     /// The leaf certificate's validity, when it could be read.
     validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    /// notAfter of the CA in the bundle that signed the leaf, when there is one.
+    ca_not_after: Option<time::OffsetDateTime>,
+}
+
+impl Loaded {
+    fn from_pem(pem: Files) -> anyhow::Result<Self> {
+        let key = certified_key(&pem.0, &pem.1)?;
+        let validity = validity(&key);
+        let ca_not_after = pem.2.as_deref().and_then(|ca| issuer_not_after(&key, ca));
+        Ok(Self { pem, key, validity, ca_not_after })
+    }
 }
 
 impl fmt::Debug for CertReloader {
@@ -41,27 +57,38 @@ impl fmt::Debug for CertReloader {
 impl CertReloader {
     /// Loads the certificate chain and key; fails if either is unreadable or they do not match.
     pub fn load(cert_path: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> anyhow::Result<Arc<Self>> {
-        let (cert_path, key_path) = (cert_path.into(), key_path.into());
-        let pem = read_pair(&cert_path, &key_path)?;
-        let key = certified_key(&pem.0, &pem.1)?;
-        let validity = validity(&key);
-        Ok(Arc::new(Self {
-            cert_path,
-            key_path,
-            current: ArcSwap::from_pointee(Loaded { pem, key, validity }),
-        }))
+        Self::load_with_ca(cert_path, key_path, None)
     }
 
-    /// Re-reads the files; swaps in a changed, valid pair. Returns whether the key changed.
+    /// As [`CertReloader::load`], also reading the CA bundle at `ca_path` (when the file exists)
+    /// for [`CertReloader::not_after`].
+    pub fn load_with_ca(
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+        ca_path: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let (cert_path, key_path) = (cert_path.into(), key_path.into());
+        let pem = read_files(&cert_path, &key_path, ca_path.as_deref())?;
+        let loaded = Loaded::from_pem(pem)?;
+        Ok(Arc::new(Self { cert_path, key_path, ca_path, current: ArcSwap::from_pointee(loaded) }))
+    }
+
+    /// Re-reads the files; swaps in a changed, valid pair (or CA bundle). Returns whether anything
+    /// changed.
     pub fn reload(&self) -> anyhow::Result<bool> {
-        let pem = read_pair(&self.cert_path, &self.key_path)?;
+        let pem = read_files(&self.cert_path, &self.key_path, self.ca_path.as_deref())?;
         if pem == self.current.load().pem {
             return Ok(false);
         }
-        let key = certified_key(&pem.0, &pem.1)?;
-        let validity = validity(&key);
-        self.current.store(Arc::new(Loaded { pem, key, validity }));
+        self.current.store(Arc::new(Loaded::from_pem(pem)?));
         Ok(true)
+    }
+
+    /// notAfter of the certificate served now and of the CA that signed it (None when unknown: no
+    /// CA bundle, or none of its certificates signed the one served).
+    pub fn not_after(&self) -> (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>) {
+        let loaded = self.current.load();
+        (loaded.validity.map(|(_, not_after)| not_after), loaded.ca_not_after)
     }
 
     /// Why the certificate served now would be refused at `now` (expired, not yet valid), or None.
@@ -141,9 +168,25 @@ fn validity(key: &CertifiedKey) -> Option<(time::OffsetDateTime, time::OffsetDat
     Some((cert.validity.not_before, cert.validity.not_after))
 }
 
-fn read_pair(cert: &Path, key: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+/// The CA in `bundle_pem` that signed the served leaf: its notAfter.
+fn issuer_not_after(key: &CertifiedKey, bundle_pem: &[u8]) -> Option<time::OffsetDateTime> {
+    let leaf = crate::certs::inspect::from_der(key.cert.first()?).ok()?;
+    let bundle = crate::certs::inspect::parse_bundle(std::str::from_utf8(bundle_pem).ok()?).ok()?;
+    let issuer = bundle.iter().find(|ca| crate::certs::inspect::signed_by(&leaf, ca))?;
+    Some(issuer.validity.not_after)
+}
+
+/// The pair, and the CA bundle when a path is given and the file exists (a missing one is no error:
+/// not every install mounts it).
+fn read_files(cert: &Path, key: &Path, ca: Option<&Path>) -> anyhow::Result<Files> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()));
-    Ok((read(cert)?, read(key)?))
+    let ca = match ca.map(|path| (path, std::fs::read(path))) {
+        None => None,
+        Some((_, Ok(pem))) => Some(pem),
+        Some((_, Err(e))) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Some((path, Err(e))) => anyhow::bail!("reading {}: {e}", path.display()),
+    };
+    Ok((read(cert)?, read(key)?, ca))
 }
 
 fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<CertifiedKey>> {
