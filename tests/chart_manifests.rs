@@ -130,3 +130,67 @@ fn the_default_network_policy_lets_in_the_webhook_port_alone() {
     assert_eq!(certs.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
     assert!(certs.ingress.unwrap_or_default().is_empty(), "the certificate keeper takes no connection");
 }
+
+/// Every series a metric of `exposition` (OpenMetrics text) may be queried by: counters with
+/// `_total`, histograms with `_bucket`, `_sum` and `_count`.
+fn queryable_names(exposition: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+    }
+    names
+}
+
+/// The chart's alerts query metrics the binary exports, by their real names: the webhook's (with
+/// the server limits' it registers at start) and the role sidecar's.
+#[test]
+fn every_alert_queries_a_metric_that_exists() {
+    use hab_bootstrap::webhook::escaped::{Escape, Problem};
+    use hab_bootstrap::webhook::metrics::{ReasonLabels, WebhookLabels};
+    use hab_bootstrap::webhook::server::shed::{ShedLabels, ShedMetrics};
+
+    // A family is exported once it has a series: one of each.
+    let mut webhook = hab_bootstrap::webhook::metrics::Metrics::default();
+    let shed = ShedMetrics::default();
+    shed.register(&mut webhook.registry);
+    shed.shed.get_or_create(&ShedLabels { limit: "in_flight" }).inc();
+    webhook.denials.get_or_create(&ReasonLabels { reason: "api_unavailable" }).inc();
+    webhook.duration.get_or_create(&WebhookLabels { webhook: "pods" }).observe(0.001);
+    let escape =
+        |problem| Escape { namespace: "ns".into(), statefulset: "s".into(), uid: "u".into(), problem };
+    webhook.set_escapes(&[
+        escape(Problem::TemplateUnlabelled),
+        escape(Problem::PodsNotInjected(vec!["s-0".into()])),
+    ]);
+    let now = time::OffsetDateTime::now_utc();
+    webhook.set_certificate_expiry(Some(now), Some(now));
+    let mut sidecar = String::new();
+    prometheus_client::encoding::text::encode(
+        &mut sidecar,
+        &hab_bootstrap::sidecar::metrics::Metrics::new().registry(),
+    )
+    .unwrap();
+    let exported: BTreeSet<String> =
+        queryable_names(&webhook.encode()).union(&queryable_names(&sidecar)).cloned().collect();
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("charts/hab-bootstrap/templates/prometheusrule.yaml");
+    let rules = std::fs::read_to_string(path).unwrap();
+    let mut queried = BTreeSet::new();
+    for (i, _) in rules.match_indices("hab_bootstrap_") {
+        let name: String =
+            rules[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        queried.insert(name);
+    }
+    // Seven alerts over eight metrics; a name that is no metric of ours fails below.
+    assert!(queried.len() >= 7, "{queried:?}");
+    let unknown: Vec<_> = queried.difference(&exported).collect();
+    assert!(unknown.is_empty(), "alerts query metrics nobody exports: {unknown:?}\nexported: {exported:?}");
+}
