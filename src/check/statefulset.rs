@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::{Finding, qualified};
 use crate::injection::annotations::{self, BootstrapOptions};
 use crate::injection::render::status::InjectionStatus;
+use crate::injection::template_label::{escaped_pods_fix, template_label_fix};
 
 /// One permission the sidecar's ServiceAccount needs, and whether a SubjectAccessReview allowed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,24 +80,6 @@ pub struct StsFacts {
 
 pub fn section(ns: &str, name: &str) -> String {
     format!("statefulset {}", qualified(ns, name))
-}
-
-/// The fix for a missing template label: the check flag, or the patch it makes.
-pub fn template_label_fix(ns: &str, name: &str) -> String {
-    format!(
-        "hab-bootstrap check -n {ns} --fix-template-labels (or: kubectl -n {ns} patch statefulset {name} --type merge \
-         -p '{{\"spec\":{{\"template\":{{\"metadata\":{{\"labels\":{{\"{label}\":\"true\"}}}}}}}}}}'); this changes the pod \
-         template, so the StatefulSet rolls its pods",
-        label = annotations::BOOTSTRAP
-    )
-}
-
-/// The fix for pods that were never injected while the template is labelled: recreate them.
-pub fn escaped_pods_fix(ns: &str, pods: &[&str]) -> String {
-    format!(
-        "kubectl -n {ns} delete pod {} (one at a time: the StatefulSet controller recreates each, injected)",
-        pods.join(" ")
-    )
 }
 
 pub fn check(facts: &StsFacts) -> Vec<Finding> {

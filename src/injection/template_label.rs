@@ -28,6 +28,25 @@ pub fn template_labelled(sts: &StatefulSet) -> bool {
     labels.and_then(|l| l.get(annotations::BOOTSTRAP)).is_some_and(|v| v == "true")
 }
 
+/// What the operator runs to fix a missing template label (`hab-bootstrap check` and the
+/// webhook's escape scan say it): the check flag, or the patch it makes.
+pub fn template_label_fix(ns: &str, name: &str) -> String {
+    format!(
+        "hab-bootstrap check -n {ns} --fix-template-labels (or: kubectl -n {ns} patch statefulset {name} --type merge \
+         -p '{{\"spec\":{{\"template\":{{\"metadata\":{{\"labels\":{{\"{label}\":\"true\"}}}}}}}}}}'); this changes the pod \
+         template, so the StatefulSet rolls its pods",
+        label = annotations::BOOTSTRAP
+    )
+}
+
+/// What the operator runs for pods never injected while the template is labelled: recreate them.
+pub fn escaped_pods_fix(ns: &str, pods: &[&str]) -> String {
+    format!(
+        "kubectl -n {ns} delete pod {} (one at a time: the StatefulSet controller recreates each, injected)",
+        pods.join(" ")
+    )
+}
+
 /// `creating`: the review is the StatefulSet's CREATE. Only then does it get a ring key of its own
 /// (annotation [`annotations::RING_KEY_SECRET`]): Supervisors with a key and without one do not
 /// hear each other, so a ring that already runs keeps running without one (docs/sidecar.md says how

@@ -13,10 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::check::statefulset::{escaped_pods_fix, template_label_fix};
 use crate::injection::annotations;
 use crate::injection::pod_identity::statefulset_owner;
-use crate::injection::template_label::template_labelled;
+use crate::injection::template_label::{escaped_pods_fix, template_label_fix, template_labelled};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
