@@ -2,15 +2,19 @@
 //! writes them (pkg/controller/statefulset/stateful_set_utils.go).
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 
 /// The controlling owner reference, when it is a StatefulSet.
 pub fn statefulset_owner(pod: &Pod) -> Option<&OwnerReference> {
-    pod.metadata
-        .owner_references
+    statefulset_controller(&pod.metadata)
+}
+
+/// [`statefulset_owner`] from the metadata alone.
+pub fn statefulset_controller(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
         .iter()
         .flatten()
         .find(|r| r.controller == Some(true) && r.kind == "StatefulSet" && r.api_version.starts_with("apps/"))

@@ -11,6 +11,7 @@ use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::PostParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,7 +20,7 @@ use tracing::warn;
 
 use crate::injection::annotations;
 use crate::injection::decision::ServiceFact;
-use crate::injection::pod_identity::statefulset_owner;
+use crate::injection::pod_identity::statefulset_controller;
 use crate::injection::ring_key;
 use crate::injection::template_label::template_labelled;
 use crate::runtime::access_review;
@@ -31,7 +32,7 @@ pub struct KubeCluster {
     statefulsets: Store<StatefulSet>,
     services: Store<Service>,
     /// Only for the escape scan ([`crate::webhook::scan`]): never read while admitting.
-    labelled_pods: Store<Pod>,
+    labelled_pods: Store<PartialObjectMeta<Pod>>,
     live_read_timeout: Duration,
     /// SubjectAccessReview answers by (namespace, ServiceAccount): RBAC rarely changes, and a
     /// rollout asks the same question once per pod.
@@ -53,7 +54,9 @@ impl KubeCluster {
         let services = spawn_reflector(Api::<Service>::all(client.clone()), all, strip_service);
         // Selected by the API server: the pods of opted-in StatefulSets only, whatever else runs.
         let labelled = watcher::Config::default().labels(&format!("{}=true", annotations::BOOTSTRAP));
-        let labelled_pods = spawn_reflector(Api::<Pod>::all(client.clone()), labelled, strip_pod);
+        // Metadata only: no spec or status over the wire or in memory.
+        let labelled_pods =
+            spawn_reflector(Api::<PartialObjectMeta<Pod>>::all(client.clone()), labelled, strip_pod);
         Self {
             client,
             statefulsets,
@@ -77,7 +80,7 @@ impl KubeCluster {
 
     /// The StatefulSet and labelled-pod caches, once the pods have synced; call it after
     /// [`KubeCluster::wait_synced`]. (A store wakes one waiter only: each is awaited by one task.)
-    pub async fn escape_view(&self) -> (&Store<StatefulSet>, &Store<Pod>) {
+    pub async fn escape_view(&self) -> (&Store<StatefulSet>, &Store<PartialObjectMeta<Pod>>) {
         let _ = self.labelled_pods.wait_until_ready().await;
         (&self.statefulsets, &self.labelled_pods)
     }
@@ -126,19 +129,18 @@ fn strip_statefulset(sts: &mut StatefulSet) {
     sts.status = None;
 }
 
-/// A labelled pod keeps its name, namespace, controlling StatefulSet, deletion mark and whether it
-/// has the status annotation: a few hundred bytes each.
-fn strip_pod(pod: &mut Pod) {
-    let owner = statefulset_owner(pod).cloned();
-    let injected = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(annotations::STATUS));
+/// A labelled pod, read as metadata only (no spec or status over the wire or in memory), keeps its
+/// name, namespace, uid, controlling StatefulSet, deletion mark and whether it has the status
+/// annotation.
+fn strip_pod(pod: &mut PartialObjectMeta<Pod>) {
     let meta = &mut pod.metadata;
+    let owner = statefulset_controller(meta).cloned();
+    let injected = meta.annotations.as_ref().is_some_and(|a| a.contains_key(annotations::STATUS));
     meta.managed_fields = None;
     meta.labels = None;
     meta.generate_name = None;
     meta.owner_references = owner.map(|o| vec![o]);
     meta.annotations = injected.then(|| [(annotations::STATUS.to_owned(), String::new())].into());
-    pod.spec = None;
-    pod.status = None;
 }
 
 fn strip_service(svc: &mut Service) {

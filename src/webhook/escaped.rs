@@ -11,10 +11,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::injection::annotations;
-use crate::injection::pod_identity::statefulset_owner;
+use crate::injection::pod_identity::statefulset_controller;
 use crate::injection::template_label::{escaped_pods_fix, template_label_fix, template_labelled};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +95,12 @@ impl Escape {
     }
 }
 
-/// What escaped, sorted by namespace, StatefulSet and reason. `pods` need only be the pods that
-/// carry the opt-in label (those are the ones the scan caches); pods of StatefulSets that did not
-/// opt in are ignored.
+/// What escaped, sorted by namespace, StatefulSet and reason. `pods` (their metadata) need only be
+/// the pods that carry the opt-in label (those are the ones the scan caches); pods of StatefulSets
+/// that did not opt in are ignored.
 pub fn find<'a>(
     statefulsets: impl IntoIterator<Item = &'a StatefulSet>,
-    pods: impl IntoIterator<Item = &'a Pod>,
+    pods: impl IntoIterator<Item = &'a ObjectMeta>,
 ) -> Vec<Escape> {
     let opted_in: HashMap<&str, &StatefulSet> = statefulsets
         .into_iter()
@@ -109,13 +109,12 @@ pub fn find<'a>(
         .filter_map(|s| Some((s.metadata.uid.as_deref()?, s)))
         .collect();
     let mut not_injected: HashMap<&str, Vec<String>> = HashMap::new();
-    for pod in pods {
-        let meta = &pod.metadata;
+    for meta in pods {
         let injected = meta.annotations.as_ref().is_some_and(|a| a.contains_key(annotations::STATUS));
         if injected || meta.deletion_timestamp.is_some() {
             continue;
         }
-        if let Some(owner) = statefulset_owner(pod)
+        if let Some(owner) = statefulset_controller(meta)
             && opted_in.contains_key(owner.uid.as_str())
         {
             not_injected.entry(owner.uid.as_str()).or_default().push(meta.name.clone().unwrap_or_default());
@@ -179,7 +178,12 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+
+    fn meta(pods: &[Pod]) -> impl Iterator<Item = &ObjectMeta> {
+        pods.iter().map(|p| &p.metadata)
+    }
 
     fn sts(name: &str, annotated: bool, labelled: bool) -> StatefulSet {
         let mut s = StatefulSet::default();
@@ -217,7 +221,7 @@ mod tests {
     fn a_healthy_install_has_nothing() {
         let sets = [sts("redis", true, true), sts("plain", false, false)];
         let pods = [pod("redis", 0, true), pod("redis", 1, true), pod("plain", 0, false)];
-        assert_eq!(find(&sets, &pods), vec![]);
+        assert_eq!(find(&sets, meta(&pods)), vec![]);
     }
 
     #[test]
@@ -233,7 +237,7 @@ mod tests {
             // Its StatefulSet did not opt in: not ours to report.
             pod("off", 0, false),
         ];
-        let found = find(&sets, &pods);
+        let found = find(&sets, meta(&pods));
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!((found[0].statefulset.as_str(), &found[0].problem), ("esc", &Problem::TemplateUnlabelled));
         assert_eq!(found[1].problem, Problem::PodsNotInjected(vec!["redis-2".into(), "redis-10".into()]));
@@ -247,7 +251,7 @@ mod tests {
     fn long_pod_lists_are_cut() {
         let sets = [sts("big", true, true)];
         let pods: Vec<Pod> = (0..40).map(|i| pod("big", i, false)).collect();
-        let message = find(&sets, &pods)[0].message();
+        let message = find(&sets, meta(&pods))[0].message();
         assert!(message.contains("big-9 and 30 more"), "{message}");
         assert!(message.len() < 1000, "{}", message.len());
     }
@@ -255,9 +259,9 @@ mod tests {
     #[test]
     fn event_names_are_shared_by_replicas_and_change_with_the_problem() {
         let sets = [sts("redis", true, true)];
-        let one = find(&sets, &[pod("redis", 0, false)]).remove(0);
-        let again = find(&sets, &[pod("redis", 0, false)]).remove(0);
-        let two = find(&sets, &[pod("redis", 0, false), pod("redis", 1, false)]).remove(0);
+        let one = find(&sets, meta(&[pod("redis", 0, false)])).remove(0);
+        let again = find(&sets, meta(&[pod("redis", 0, false)])).remove(0);
+        let two = find(&sets, meta(&[pod("redis", 0, false), pod("redis", 1, false)])).remove(0);
         assert_eq!(one.event_name(), again.event_name());
         assert_ne!(one.event_name(), two.event_name());
         assert!(one.event_name().starts_with("redis.podsnotinjected."), "{}", one.event_name());
@@ -267,12 +271,12 @@ mod tests {
     fn the_ledger_reports_each_problem_once() {
         let sets = [sts("esc", true, false), sts("redis", true, true)];
         let mut ledger = Ledger::default();
-        let first = find(&sets, &[pod("redis", 0, false)]);
+        let first = find(&sets, meta(&[pod("redis", 0, false)]));
         assert_eq!(ledger.update(&first).appeared.len(), 2);
         // The same problems: nothing to report.
         assert_eq!(ledger.update(&first), Changes::default());
         // One more pod escaped: that StatefulSet's finding changed.
-        let second = find(&sets, &[pod("redis", 0, false), pod("redis", 1, false)]);
+        let second = find(&sets, meta(&[pod("redis", 0, false), pod("redis", 1, false)]));
         let changes = ledger.update(&second);
         assert_eq!(changes.appeared.len(), 1);
         assert_eq!(changes.appeared[0].statefulset, "redis");

@@ -32,7 +32,7 @@ pub async fn run<E>(admission: Arc<Admission<KubeCluster, E>>, interval: Duratio
     loop {
         tick.tick().await;
         let (sets, labelled) = (statefulsets.state(), pods.state());
-        let found = escaped::find(sets.iter().map(|s| &**s), labelled.iter().map(|p| &**p));
+        let found = escaped::find(sets.iter().map(|s| &**s), labelled.iter().map(|p| &p.metadata));
         admission.metrics.set_escapes(&found);
         let changes = ledger.update(&found);
         for escape in &changes.appeared {
