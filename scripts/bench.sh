@@ -13,7 +13,8 @@
 #                                rolling update and a scale to 10 and back, on a real control plane;
 #                                the ignored test big_ring_figures in tests/e2e_big_rings.rs (the
 #                                release webhook, started and registered as in the end-to-end tests);
-#                                --compare-bin adds another build to its memory comparison
+#                                --compare-bin adds another build to its memory comparison, which
+#                                runs HAB_BENCH_MEMORY_ROUNDS [2] times
 #
 # load and soak run under scripts/control-plane.sh (built once, cached) and install h2load
 # (Debian's nghttp2-client) if it is missing. Everything listens on 127.0.0.1 only; every run is

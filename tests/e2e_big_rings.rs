@@ -416,7 +416,7 @@ async fn big_ring_figures() {
 
     // The webhook's peak memory under each allocator setting (and of another build, if given): a
     // fresh process each, through the same Parallel rollout of the opted-in StatefulSet,
-    // alternating, twice each.
+    // alternating, HAB_BENCH_MEMORY_ROUNDS (2) times each.
     let this_build = webhook.binary.clone();
     let mut settings = vec![
         ("this build".to_owned(), this_build.clone(), vec![]),
@@ -426,7 +426,8 @@ async fn big_ring_figures() {
         settings.push((format!("{}", other.to_string_lossy()), other.into(), vec![]));
     }
     let mut memory: BTreeMap<String, Vec<[u64; 4]>> = BTreeMap::new();
-    for round in 0..2 {
+    let rounds: u32 = std::env::var("HAB_BENCH_MEMORY_ROUNDS").map_or(2, |v| v.parse().unwrap());
+    for round in 0..rounds {
         for (label, binary, env) in &settings {
             webhook.stop();
             webhook.binary = binary.clone();
