@@ -7,6 +7,14 @@
 #   scripts/bench.sh soak        80% of the maximum throughput for 10 minutes: 0 errors, RSS flat
 #   scripts/bench.sh load-soak   load then soak, on one control plane
 #   scripts/bench.sh all         criterion, then load-soak
+#   scripts/bench.sh scale [--replicas N] [--compare-bin PATH]
+#                                big rings: a StatefulSet of N (1000) pods with the webhook and the
+#                                same without it, through OrderedReady and Parallel rollouts, a
+#                                rolling update and a scale to 10 and back, on a real control plane;
+#                                the ignored test big_ring_figures in tests/e2e_big_rings.rs (the
+#                                release webhook, started and registered as in the end-to-end tests);
+#                                --compare-bin adds another build to its memory comparison, which
+#                                runs HAB_BENCH_MEMORY_ROUNDS [2] times
 #
 # load and soak run under scripts/control-plane.sh (built once, cached) and install h2load
 # (Debian's nghttp2-client) if it is missing. Everything listens on 127.0.0.1 only; every run is
@@ -358,8 +366,35 @@ inner() { # what: load | soak | all
   esac
 }
 
+# Big rings: the measurement is a test (tests/e2e_big_rings.rs) so that it starts and registers the
+# webhook as the end-to-end tests do; the webhook is the release build.
+scale() {
+  local replicas=1000 compare=()
+  while (($#)); do
+    case $1 in
+    --replicas) replicas=$2; shift 2 ;;
+    --compare-bin) compare=("HAB_BENCH_COMPARE_BIN=$(realpath "$2")"); shift 2 ;;
+    *) die "scale: unknown argument $1" ;;
+    esac
+  done
+  [[ ${HAB_BENCH_SKIP_BUILD:-} == 1 ]] || cargo build --release --locked --bin hab-bootstrap >&2
+  # The build first, so the control plane does not idle through a compile.
+  cargo test --locked --test e2e_big_rings --no-run >&2
+  scripts/control-plane.sh build
+  mkdir -p "$OUT"
+  machine >"$OUT/machine.txt"
+  log "results in $OUT; $replicas replicas"
+  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BOOTSTRAP_BIN=$BIN HAB_BOOTSTRAP_E2E_REQUIRED=1 \
+    env "${compare[@]}" scripts/control-plane.sh run -- \
+    cargo test --locked --test e2e_big_rings -- --ignored --exact big_ring_figures --nocapture
+  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+  cat "$OUT/machine.txt" >>"$OUT/big-rings.md"
+  cat "$OUT/big-rings.md"
+}
+
 case ${1:-} in
 criterion) cargo bench --locked --bench mutate ;;
+scale) shift; scale "$@" ;;
 load | soak | load-soak | all)
   ensure_h2load
   [[ $1 == all ]] && cargo bench --locked --bench mutate

@@ -17,101 +17,13 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::harness::*;
+use support::injected::*;
 use support::objects;
 
 const ROLLOUT: Duration = Duration::from_secs(90);
 
 fn fqdn(sts: &str, ordinal: u32, service: &str, ns: &str) -> String {
     format!("{sts}-{ordinal}.{service}.{ns}.svc.{CLUSTER_DOMAIN}")
-}
-
-const PEERS_FILE: &str = "/habitat-bootstrap/peers";
-
-fn supervisor(pod: &Pod) -> &Container {
-    &pod.spec.as_ref().unwrap().containers[0]
-}
-
-fn sidecar(pod: &Pod) -> &Container {
-    let spec = pod.spec.as_ref().unwrap();
-    spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == "habitat-role").unwrap()
-}
-
-fn args(container: &Container) -> Vec<String> {
-    container.args.clone().unwrap_or_default()
-}
-
-/// The value after `flag` in a container's args.
-fn flag(container: &Container, name: &str) -> Option<String> {
-    args(container).windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
-}
-
-fn env(pod: &Pod, name: &str) -> Option<String> {
-    supervisor(pod).env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
-}
-
-/// The Secret (and key) the Supervisor's `HAB_RING_KEY` comes from.
-fn ring_key_ref(pod: &Pod) -> Option<(String, String)> {
-    let var = supervisor(pod).env.iter().flatten().find(|e| e.name == "HAB_RING_KEY")?;
-    let selector = var.value_from.as_ref()?.secret_key_ref.as_ref()?;
-    Some((selector.name.clone(), selector.key.clone()))
-}
-
-fn sidecars(pod: &Pod) -> usize {
-    let spec = pod.spec.as_ref().unwrap();
-    spec.init_containers.iter().flatten().chain(&spec.containers).filter(|c| c.name == "habitat-role").count()
-}
-
-fn volume_names(pod: &Pod) -> Vec<String> {
-    pod.spec.as_ref().unwrap().volumes.iter().flatten().map(|v| v.name.clone()).collect()
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.pod_ip.as_ref()).is_some()
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// What every injected pod carries: the status record, the identity env, one sidecar; the peer
-/// watch file (never a `--peer`) on the volume both containers mount; the Supervisor's state
-/// shared with the sidecar.
-#[track_caller]
-fn assert_injected(pod: &Pod) {
-    let name = pod.metadata.name.as_deref().unwrap();
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    assert!(annotations.contains_key("habitat/bootstrap-status"), "{name}: no status annotation");
-    assert_eq!(sidecars(pod), 1, "{name}: one sidecar");
-    assert!(env(pod, "HABITAT_BOOTSTRAP_SERVICE_FQDN").is_some(), "{name}: identity env");
-    assert!(env(pod, "HABITAT_BOOTSTRAP_PEERS").is_none(), "{name}: no peer list env");
-    let sup = args(supervisor(pod));
-    assert_eq!(&sup[sup.len() - 2..], ["--peer-watch-file", PEERS_FILE], "{name}: {sup:?}");
-    assert!(!sup.iter().any(|a| a == "--peer"), "{name}: no --peer: {sup:?}");
-    assert_eq!(volume_names(pod).iter().filter(|v| *v == "habitat-bootstrap-peers").count(), 1, "{name}");
-    let mounted = |c: &Container, volume: &str, path: &str| {
-        c.volume_mounts.iter().flatten().any(|m| m.name == volume && m.mount_path == path)
-    };
-    assert!(mounted(supervisor(pod), "habitat-bootstrap-peers", "/habitat-bootstrap"), "{name}");
-    assert!(mounted(sidecar(pod), "habitat-bootstrap-peers", "/habitat-bootstrap"), "{name}");
-    assert_eq!(flag(sidecar(pod), "--peer-watch-file").as_deref(), Some(PEERS_FILE), "{name}");
-    // The state volume: whatever the supervisor mounts at /hab/sup, the sidecar at /habitat-supervisor.
-    let state = supervisor(pod).volume_mounts.iter().flatten().find(|m| m.mount_path == "/hab/sup");
-    let state = state.unwrap_or_else(|| panic!("{name}: nothing at /hab/sup")).name.clone();
-    assert!(mounted(sidecar(pod), &state, "/habitat-supervisor"), "{name}: the sidecar shares {state}");
-    assert_eq!(
-        flag(sidecar(pod), "--sup-state-dir").as_deref(),
-        Some("/habitat-supervisor/default"),
-        "{name}"
-    );
-}
-
-fn assert_untouched(pod: &Pod) {
-    let name = pod.metadata.name.as_deref().unwrap();
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    assert!(!annotations.contains_key("habitat/bootstrap-status"), "{name} was injected");
-    assert_eq!(sidecars(pod), 0, "{name} got a sidecar");
-    assert!(!args(supervisor(pod)).iter().any(|a| a.starts_with("--peer")), "{name} got peers");
-    assert!(ring_key_ref(pod).is_none(), "{name} got a ring key");
 }
 
 /// The StatefulSet's stamped annotation, the pod's `HAB_RING_KEY` from that Secret, and the Secret

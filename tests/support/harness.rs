@@ -27,11 +27,15 @@ pub struct Webhook {
     /// Flags added to every start.
     args: Vec<String>,
     child: Option<Child>,
+    /// The build it runs and extra environment for it (e.g. an allocator setting, or `RUST_LOG`,
+    /// which it overrides), applied from the next `start` on.
+    pub binary: PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 pub use super::control_plane::enabled;
 
-pub use super::webhook_process::{free_port, webhook_command};
+pub use super::webhook_process::{free_port, webhook_command, webhook_command_of};
 
 impl Webhook {
     fn new() -> Self {
@@ -48,6 +52,8 @@ impl Webhook {
             dir,
             args: Vec::new(),
             child: None,
+            binary: super::webhook_process::binary(),
+            env: Vec::new(),
         };
         w.serve_certificate_valid_for(time::Duration::days(90));
         hab_bootstrap::certs::write(&w.dir.join("ca.crt"), &w.ca_pem, 0o644).unwrap();
@@ -96,11 +102,12 @@ impl Webhook {
             return;
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
-        let child = webhook_command(self.port, self.admin_port, &self.dir, log)
+        let child = webhook_command_of(&self.binary, self.port, self.admin_port, &self.dir, log)
             .args(["--shutdown-delay", "0s", "--drain-timeout", "5s"])
             .args(["--cluster-domain", CLUSTER_DOMAIN, "--sidecar-image", "hab-bootstrap:e2e"])
             .args(&self.args)
             .env("RUST_LOG", "info,hab_bootstrap=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .expect("starting the webhook");
         self.child = Some(child);
@@ -127,6 +134,11 @@ impl Webhook {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// The running process's id, to read its `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn ready(&self) -> bool {

@@ -23,7 +23,12 @@ pub fn free_port() -> u16 {
 /// (`PR_SET_PDEATHSIG`), so a test killed by a timeout leaves no webhook behind. Callers add their
 /// own flags, then spawn.
 pub fn webhook_command(port: u16, admin_port: u16, certs: &Path, log: File) -> Command {
-    let mut command = Command::new(binary());
+    webhook_command_of(&binary(), port, admin_port, certs, log)
+}
+
+/// The same, of another build of `hab-bootstrap`.
+pub fn webhook_command_of(binary: &Path, port: u16, admin_port: u16, certs: &Path, log: File) -> Command {
+    let mut command = Command::new(binary);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         use std::os::unix::process::CommandExt;
