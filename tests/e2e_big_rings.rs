@@ -48,7 +48,7 @@ async fn big_ring_injected() {
         return;
     }
     let client = client().await;
-    let mut webhook = start_webhook(&client).await;
+    let webhook = start_webhook(&client).await;
     add_nodes(&client, "big-ring", CI_REPLICAS).await;
     let ns = namespace(&client, "e2e-big-ring").await;
     create(&client, &ns, &statefulset("big", CI_REPLICAS, "Parallel", true)).await;
@@ -73,8 +73,12 @@ async fn big_ring_injected() {
     let largest = stored.values().map(|(bytes, _)| *bytes).max().unwrap();
     eprintln!("{CI_REPLICAS} pods injected; largest stored pod {largest} bytes");
 
-    // Other test binaries share this control plane: free the nodes' room, unregister the webhook.
-    Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await.unwrap();
+    clean_up(&client, &ns, webhook).await;
+}
+
+/// Other test binaries share this control plane: free the nodes' room, unregister the webhook.
+async fn clean_up(client: &Client, ns: &str, mut webhook: Webhook) {
+    Api::<Namespace>::all(client.clone()).delete(ns, &DeleteParams::default()).await.unwrap();
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .delete("hab-bootstrap", &DeleteParams::default())
         .await
@@ -458,12 +462,7 @@ async fn big_ring_figures() {
     if let Ok(dir) = std::env::var("HAB_BENCH_OUT") {
         std::fs::write(std::path::Path::new(&dir).join("big-rings.md"), &report).unwrap();
     }
-    Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await.unwrap();
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .delete("hab-bootstrap", &DeleteParams::default())
-        .await
-        .unwrap();
-    webhook.stop();
+    clean_up(&client, &ns, webhook).await;
 }
 
 const ADMISSION: &str = "apiserver_admission_webhook_admission_duration_seconds";

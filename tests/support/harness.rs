@@ -71,6 +71,8 @@ impl Webhook {
             dir: self.dir.clone(),
             args: self.args.clone(),
             child: None,
+            binary: self.binary.clone(),
+            env: self.env.clone(),
         };
         other.start();
         other
