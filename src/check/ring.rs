@@ -73,10 +73,17 @@ struct View<'c> {
     group: &'c CensusGroup,
 }
 
-impl View<'_> {
-    /// Members that count (not departed), by id.
-    fn counted(&self) -> BTreeSet<&str> {
-        self.group.population.iter().filter(|(_, m)| !m.departed).map(|(id, _)| id.as_str()).collect()
+impl<'c> View<'c> {
+    /// Members that count, by id: not departed, in this census or by the sidecar (`departures`).
+    fn counted(&self, departures: &[Departure]) -> BTreeSet<&'c str> {
+        let by_sidecar = |id: &str| departures.iter().any(|d| d.note.contains(id));
+        let group: &'c CensusGroup = self.group;
+        group
+            .population
+            .iter()
+            .filter(|(id, m)| !m.departed && !by_sidecar(id))
+            .map(|(id, _)| id.as_str())
+            .collect()
     }
 }
 
@@ -169,6 +176,10 @@ pub fn check(facts: &RingFacts) -> Vec<Finding> {
     let pod_names: BTreeSet<&str> = facts.pods.iter().map(|p| p.name.as_str()).collect();
     let local_of: BTreeMap<&str, &str> = views.iter().map(|v| (v.local, v.pod)).collect();
 
+    // A member the sidecar departed (its Event is the evidence) may linger in some views and not in
+    // others, for minutes (seen with real Supervisors): it is neither a disagreement nor a ghost.
+    let departed_by_sidecar = |id: &str| facts.departures.iter().find(|d| d.note.contains(id));
+
     // 2. One ring: pods are in the same ring when one's census lists the other's member.
     let rings = components(&views);
     if rings.len() > 1 {
@@ -185,7 +196,7 @@ pub fn check(facts: &RingFacts) -> Vec<Finding> {
             ),
         ));
     } else {
-        let lists: BTreeSet<BTreeSet<&str>> = views.iter().map(View::counted).collect();
+        let lists: BTreeSet<BTreeSet<&str>> = views.iter().map(|v| v.counted(&facts.departures)).collect();
         if lists.len() == 1 {
             out.push(Finding::ok(
                 s,
@@ -199,7 +210,7 @@ pub fn check(facts: &RingFacts) -> Vec<Finding> {
                     format!(
                         "{}: {}",
                         v.pod,
-                        v.counted().iter().map(|id| short(id)).collect::<Vec<_>>().join(",")
+                        v.counted(&facts.departures).iter().map(|id| short(id)).collect::<Vec<_>>().join(",")
                     )
                 })
                 .collect();
@@ -248,9 +259,8 @@ pub fn check(facts: &RingFacts) -> Vec<Finding> {
     }
 
     // 4. Dead members that still count: ghosts of current pods, members of pods that are gone.
-    let departed_by_sidecar = |id: &str| facts.departures.iter().find(|d| d.note.contains(id));
     let mut discount = 0;
-    for (id, m) in members.iter().filter(|(_, m)| is_dead(m)) {
+    for (id, m) in members.iter().filter(|(id, m)| is_dead(m) || departed_by_sidecar(id).is_some()) {
         let Some(hostname) = m.sys.hostname.as_deref() else { continue };
         if ordinal_of(sts, hostname).is_none() {
             continue; // reported as a stranger above
@@ -658,6 +668,31 @@ mod tests {
         let found = check(&facts);
         assert_eq!(problems(&found), Vec::<&str>::new(), "{found:#?}");
         assert!(found.iter().any(|f| f.message.contains("departed by the sidecar of redis-0")));
+    }
+
+    /// Seen with real Supervisors: once departed, the predecessor was gone from two pods' census
+    /// and still listed (suspect) by its successor's for minutes.
+    #[test]
+    fn a_departed_predecessor_listed_by_one_pod_only_is_no_disagreement() {
+        let (population, mut facts) = healthy();
+        let mut lingering = population.clone();
+        lingering["dddddddd1"] = member("redis-1", "suspect", "10.0.0.9");
+        let local = facts.pods[1].census.as_ref().unwrap().local_member_id.clone();
+        facts.pods[1].census = Ok(census(&local, "ElectionFinished", "aaaaaaaa0", &lingering));
+        let found = check(&facts);
+        assert_eq!(problems(&found), ["ring.one-ring"], "{found:#?}");
+        facts.departures.push(Departure {
+            pod: "redis-1".into(),
+            note: "Supervisor member dddddddd1 ran this pod before".into(),
+            at: "2026-12-01T00:00:00Z".into(),
+        });
+        let found = check(&facts);
+        assert_eq!(problems(&found), Vec::<&str>::new(), "{found:#?}");
+        assert!(
+            found.iter().any(|f| f.message.contains("member dddddddd")
+                && f.message.contains("departed by the sidecar of redis-1")),
+            "{found:#?}"
+        );
     }
 
     #[test]
