@@ -259,11 +259,17 @@ impl Metrics {
             }
             lower // in the +Inf bucket: at least the last bound
         };
+        // Interpolation cannot place a quantile below half the first bound (the API server's is
+        // 5 ms), so the share of calls within it is told as well.
+        let first_bucket = cumulative
+            .first_key_value()
+            .map(|(&le, &n)| (le as f64 / 1e6, if inf > 0.0 { n / inf } else { 0.0 }));
         Latency {
             count,
             mean_ms: if count > 0.0 { sum / count * 1e3 } else { f64::NAN },
             p50_ms: quantile(0.5),
             p99_ms: quantile(0.99),
+            first_bucket,
         }
     }
 }
@@ -273,6 +279,8 @@ struct Latency {
     mean_ms: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// The lowest bucket's bound (ms) and the share of calls in it.
+    first_bucket: Option<(f64, f64)>,
 }
 
 impl std::fmt::Display for Latency {
@@ -284,7 +292,11 @@ impl std::fmt::Display for Latency {
             f,
             "{:.0} calls, mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms",
             self.count, self.mean_ms, self.p50_ms, self.p99_ms
-        )
+        )?;
+        match self.first_bucket {
+            Some((le, share)) => write!(f, ", {:.1}% ≤ {le} ms", share * 100.0),
+            None => Ok(()),
+        }
     }
 }
 
