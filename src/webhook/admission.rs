@@ -167,7 +167,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         let (pod_name, candidate) = classify(request)?;
         let sts = self.owner(&pod_name, &candidate).await?;
         self.check_opted_in(request, &pod_name, &candidate, &sts)?;
-        let pod: Pod = request.object().map_err(|e| Stop::Denied(Denial::UnreadablePod(e)))?;
+        let pod = request.pod().map_err(|e| Stop::Denied(Denial::UnreadablePod(e)))?;
         let facts = self.gather_facts(&pod_name, sts, &pod).await;
         self.inject(request, &pod_name, pod, &facts).await
     }

@@ -17,7 +17,7 @@ pub fn pod_patch(mut before: Pod, mut after: Pod) -> Patch {
     let parts_before = InjectedParts::take(&mut before);
     let parts_after = InjectedParts::take(&mut after);
     if before == after {
-        return parts_before.diff(&parts_after);
+        return parts_before.diff(parts_after);
     }
     parts_before.put_back(&mut before);
     parts_after.put_back(&mut after);
@@ -52,34 +52,30 @@ impl InjectedParts {
     }
 
     /// Operations in the order `json_patch::diff` emits them for the same keys.
-    fn diff(&self, after: &Self) -> Patch {
+    fn diff(self, after: Self) -> Patch {
         let mut ops = Vec::new();
         optional_ops(
             &mut ops,
             PointerBuf::from_tokens(["metadata", "annotations"]),
-            self.annotations.as_ref(),
-            after.annotations.as_ref(),
-            |ops, path, b, a| prefixed_diff(ops, path, &to_value(b), &to_value(a)),
+            self.annotations,
+            after.annotations,
+            |ops, path, b, a| prefixed_diff(ops, path, &to_value(&b), &to_value(&a)),
         );
-        list_ops(
-            &mut ops,
-            &PointerBuf::from_tokens(["spec", "containers"]),
-            &self.containers,
-            &after.containers,
-        );
+        let containers = PointerBuf::from_tokens(["spec", "containers"]);
+        list_ops(&mut ops, containers, self.containers, after.containers, container_ops);
         optional_ops(
             &mut ops,
             PointerBuf::from_tokens(["spec", "initContainers"]),
-            self.init_containers.as_ref(),
-            after.init_containers.as_ref(),
-            |ops, path, b, a| list_ops(ops, &path, b, a),
+            self.init_containers,
+            after.init_containers,
+            |ops, path, b, a| list_ops(ops, path, b, a, container_ops),
         );
         optional_ops(
             &mut ops,
             PointerBuf::from_tokens(["spec", "volumes"]),
-            self.volumes.as_ref(),
-            after.volumes.as_ref(),
-            |ops, path, b, a| list_ops(ops, &path, b, a),
+            self.volumes,
+            after.volumes,
+            |ops, path, b, a| list_ops(ops, path, b, a, whole_diff),
         );
         Patch(ops)
     }
@@ -93,40 +89,82 @@ fn to_value(value: &impl Serialize) -> serde_json::Value {
 fn optional_ops<T: Serialize>(
     ops: &mut Vec<PatchOperation>,
     path: PointerBuf,
-    before: Option<&T>,
-    after: Option<&T>,
-    both: impl FnOnce(&mut Vec<PatchOperation>, PointerBuf, &T, &T),
+    before: Option<T>,
+    after: Option<T>,
+    both: impl FnOnce(&mut Vec<PatchOperation>, PointerBuf, T, T),
 ) {
     match (before, after) {
         (None, None) => {}
-        (None, Some(a)) => ops.push(PatchOperation::Add(AddOperation { path, value: to_value(a) })),
+        (None, Some(a)) => ops.push(PatchOperation::Add(AddOperation { path, value: to_value(&a) })),
         (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation { path })),
         (Some(b), Some(a)) => both(ops, path, b, a),
     }
 }
 
-/// Index by index, as `json_patch::diff` compares arrays; equal items are skipped unserialized.
+/// Index by index, as `json_patch::diff` compares arrays; equal items are skipped unserialized,
+/// changed ones compared by `changed`.
 fn list_ops<T: Serialize + PartialEq>(
     ops: &mut Vec<PatchOperation>,
-    path: &PointerBuf,
-    before: &[T],
-    after: &[T],
+    path: PointerBuf,
+    before: Vec<T>,
+    after: Vec<T>,
+    changed: fn(&mut Vec<PatchOperation>, PointerBuf, T, T),
 ) {
-    let mut shift = 0;
-    for idx in 0..before.len().max(after.len()) {
+    let (mut before, mut after) = (before.into_iter(), after.into_iter());
+    let mut idx = 0;
+    loop {
         let mut item = path.clone();
-        item.push_back(idx - shift);
-        match (before.get(idx), after.get(idx)) {
-            (Some(b), Some(a)) if b != a => prefixed_diff(ops, item, &to_value(b), &to_value(a)),
+        item.push_back(idx);
+        match (before.next(), after.next()) {
+            (Some(b), Some(a)) if b != a => changed(ops, item, b, a),
             (Some(_), Some(_)) => {}
+            // The array shrinks: every surplus item is removed at the same index.
             (Some(_), None) => {
-                shift += 1;
                 ops.push(PatchOperation::Remove(RemoveOperation { path: item }));
+                continue;
             }
-            (None, Some(a)) => ops.push(PatchOperation::Add(AddOperation { path: item, value: to_value(a) })),
-            (None, None) => unreachable!("idx is below the longer length"),
+            (None, Some(a)) => {
+                ops.push(PatchOperation::Add(AddOperation { path: item, value: to_value(&a) }))
+            }
+            (None, None) => return,
         }
+        idx += 1;
     }
+}
+
+fn whole_diff<T: Serialize>(ops: &mut Vec<PatchOperation>, path: PointerBuf, before: T, after: T) {
+    prefixed_diff(ops, path, &to_value(&before), &to_value(&after));
+}
+
+/// A changed container. An injection changes the Supervisor's args, env and volume mounts: when
+/// nothing else differs, only those lists are compared (item by item), and the container's probes,
+/// resources and the rest are never serialized.
+fn container_ops(
+    ops: &mut Vec<PatchOperation>,
+    path: PointerBuf,
+    mut before: Container,
+    mut after: Container,
+) {
+    let lists = |c: &mut Container| (c.args.take(), c.env.take(), c.volume_mounts.take());
+    let (args_before, env_before, mounts_before) = lists(&mut before);
+    let (args_after, env_after, mounts_after) = lists(&mut after);
+    if before != after {
+        (before.args, before.env, before.volume_mounts) = (args_before, env_before, mounts_before);
+        (after.args, after.env, after.volume_mounts) = (args_after, env_after, mounts_after);
+        return whole_diff(ops, path, before, after);
+    }
+    let field = |name: &str| {
+        let mut p = path.clone();
+        p.push_back(name);
+        p
+    };
+    optional_ops(ops, field("args"), args_before, args_after, |ops, p, b, a| {
+        list_ops(ops, p, b, a, whole_diff)
+    });
+    optional_ops(ops, field("env"), env_before, env_after, |ops, p, b, a| list_ops(ops, p, b, a, whole_diff));
+    optional_ops(ops, field("volumeMounts"), mounts_before, mounts_after, |ops, p, b, a| {
+        list_ops(ops, p, b, a, whole_diff)
+    });
 }
 
 /// `json_patch::diff(before, after)` with every path moved under `prefix`.
@@ -203,6 +241,17 @@ mod tests {
         relabelled["metadata"]["labels"]["extra"] = json!("x");
         relabelled["spec"]["hostname"] = json!("other");
         check(&before, &relabelled);
+        // Within a container: more than its lists differs (whole-container diff), or a list
+        // appears, disappears or shrinks.
+        let mut reimaged = after.clone();
+        reimaged["spec"]["containers"][0]["image"] = json!("other:1");
+        check(&before, &reimaged);
+        let mut no_lists = before.clone();
+        for key in ["args", "env", "volumeMounts"] {
+            no_lists["spec"]["containers"][0].as_object_mut().unwrap().remove(key);
+        }
+        check(&no_lists, &after);
+        check(&after, &no_lists);
         // No annotations, no volumes, no init containers before.
         let mut bare = before.clone();
         for (parent, key) in [("metadata", "annotations"), ("spec", "volumes"), ("spec", "initContainers")] {

@@ -5,7 +5,10 @@
 //! base64 string the API server's `[]byte` field expects.
 
 use base64::Engine;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -111,6 +114,20 @@ impl<'a> Request<'a> {
         serde_json::from_str(raw.get()).map_err(|e| format!("the object cannot be read: {e}"))
     }
 
+    /// The pod of a pod review, without its metadata's managed fields: nothing reads or patches
+    /// them (a patch never touches what both its sides lack), and decoding, cloning, comparing and
+    /// dropping them was a tenth of answering a realistic opted-in review (BENCHMARKS.md).
+    pub fn pod(&self) -> Result<Pod, String> {
+        let PodIn { api_version, kind, metadata, spec, status } = self.object()?;
+        for (field, value, want) in [("apiVersion", api_version, "v1"), ("kind", kind, "Pod")] {
+            if value.as_ref().is_some_and(|v| v != want) {
+                return Err(format!("the object cannot be read: {field} {value:?} is not {want:?}"));
+            }
+        }
+        let metadata = metadata.map(MetadataIn::into_object_meta).unwrap_or_default();
+        Ok(Pod { metadata, spec, status })
+    }
+
     pub fn respond(&self) -> Response {
         Response {
             api_version: self.api_version.clone(),
@@ -138,11 +155,82 @@ fn classifying_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Object
     struct Classifying {
         name: Option<String>,
         namespace: Option<String>,
-        labels: Option<std::collections::BTreeMap<String, String>>,
+        labels: Option<BTreeMap<String, String>>,
         owner_references: Option<Vec<OwnerReference>>,
     }
     let Classifying { name, namespace, labels, owner_references } = Classifying::deserialize(d)?;
     Ok(ObjectMeta { name, namespace, labels, owner_references, ..Default::default() })
+}
+
+/// A pod as [`Request::pod`] reads it; `apiVersion` and `kind` are checked as `Pod`'s own
+/// deserializer does.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodIn {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<MetadataIn>,
+    spec: Option<PodSpec>,
+    status: Option<PodStatus>,
+}
+
+/// `ObjectMeta` but for `managedFields` (unknown keys are skipped unread). Built back field by
+/// field, so a field k8s-openapi adds one day fails to compile here rather than being lost.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetadataIn {
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
+}
+
+impl MetadataIn {
+    fn into_object_meta(self) -> ObjectMeta {
+        let Self {
+            annotations,
+            creation_timestamp,
+            deletion_grace_period_seconds,
+            deletion_timestamp,
+            finalizers,
+            generate_name,
+            generation,
+            labels,
+            name,
+            namespace,
+            owner_references,
+            resource_version,
+            self_link,
+            uid,
+        } = self;
+        ObjectMeta {
+            annotations,
+            creation_timestamp,
+            deletion_grace_period_seconds,
+            deletion_timestamp,
+            finalizers,
+            generate_name,
+            generation,
+            labels,
+            managed_fields: None,
+            name,
+            namespace,
+            owner_references,
+            resource_version,
+            self_link,
+            uid,
+        }
+    }
 }
 
 /// An answer to one request.
@@ -228,6 +316,39 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pod_is_read_whole_but_for_its_managed_fields() {
+        for fixture in
+            ["tests/fixtures/admission/pod-create-redis-2.json", "benches/fixtures/review-opted-in.json"]
+        {
+            let body = std::fs::read(format!("{}/{fixture}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let request = Request::parse(&body).unwrap();
+            let mut whole: Pod = request.object().unwrap();
+            assert!(whole.metadata.managed_fields.take().is_some(), "{fixture} has managed fields");
+            assert_eq!(request.pod().unwrap(), whole, "{fixture}");
+        }
+        let review = |object: &str| {
+            format!(
+                r#"{{"request":{{"uid":"u","kind":{{"kind":"Pod"}},"operation":"CREATE","object":{object}}}}}"#
+            )
+        };
+        for (object, error) in [
+            (
+                r#"{"apiVersion":"apps/v1","metadata":{"name":"p"}}"#,
+                r#"apiVersion Some("apps/v1") is not "v1""#,
+            ),
+            (r#"{"kind":"Deployment"}"#, r#"kind Some("Deployment") is not "Pod""#),
+            (r#"{"metadata":{"name":5}}"#, "the object cannot be read"),
+            (r#"{"spec":[]}"#, "the object cannot be read"),
+        ] {
+            let body = review(object);
+            let got = Request::parse(body.as_bytes()).unwrap().pod().unwrap_err();
+            assert!(got.contains(error), "{object}: {got}");
+        }
+        let body = review(r#"{"apiVersion":"v1","kind":"Pod","metadata":null}"#);
+        assert_eq!(Request::parse(body.as_bytes()).unwrap().pod().unwrap(), Pod::default());
+    }
 
     #[test]
     fn parses_the_fields_we_use() {
