@@ -15,6 +15,12 @@
 #                                release webhook, started and registered as in the end-to-end tests);
 #                                --compare-bin adds another build to its memory comparison, which
 #                                runs HAB_BENCH_MEMORY_ROUNDS [2] times
+#   scripts/bench.sh fanout [--replicas N]
+#                                the peer watch file's cost to the API server: a StatefulSet of N
+#                                (100) pods and a sidecar process per pod, with --pod-index and
+#                                without, through a rolling update, against a round without
+#                                sidecars; the ignored test fanout::fanout_figures in
+#                                tests/e2e_big_rings/fanout.rs (debug build)
 #
 # load and soak run under scripts/control-plane.sh (built once, cached) and install h2load
 # (Debian's nghttp2-client) if it is missing. Everything listens on 127.0.0.1 only; every run is
@@ -392,9 +398,31 @@ scale() {
   cat "$OUT/big-rings.md"
 }
 
+# The peer watch file's fan-out: the sidecars are processes the test starts from the stored pods.
+fanout() {
+  local replicas=100
+  while (($#)); do
+    case $1 in
+    --replicas) replicas=$2; shift 2 ;;
+    *) die "fanout: unknown argument $1" ;;
+    esac
+  done
+  cargo test --locked --test e2e_big_rings --no-run >&2
+  scripts/control-plane.sh build
+  mkdir -p "$OUT"
+  machine >"$OUT/machine.txt"
+  log "results in $OUT; $replicas replicas and sidecars"
+  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BOOTSTRAP_E2E_REQUIRED=1 scripts/control-plane.sh run -- \
+    cargo test --locked --test e2e_big_rings -- --ignored --exact fanout::fanout_figures --nocapture
+  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+  cat "$OUT/machine.txt" >>"$OUT/fanout.md"
+  cat "$OUT/fanout.md"
+}
+
 case ${1:-} in
 criterion) cargo bench --locked --bench mutate ;;
 scale) shift; scale "$@" ;;
+fanout) shift; fanout "$@" ;;
 load | soak | load-soak | all)
   ensure_h2load
   [[ $1 == all ]] && cargo bench --locked --bench mutate

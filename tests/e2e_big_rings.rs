@@ -8,11 +8,22 @@
 //!   a Parallel rollout, a rolling update and a scale to 10 and back, timed side by side, with the
 //!   API server's admission latency and watch events, the webhook's peak memory and the largest
 //!   stored pod. It prints the figures of BENCHMARKS.md's "Big rings" and asserts none.
+//! - `fanout::fanout_figures` (ignored; `scripts/bench.sh fanout`): the peer watch file's cost to
+//!   the API server with a sidecar process per pod, bounded by `--pod-index` and not
+//!   (`e2e_big_rings/fanout.rs`).
 //!
 //! kwok marks a scheduled pod Running and Ready at once (its pod-ready stage), so OrderedReady
-//! rollouts go on as fast as the controllers do; no container runs, so no sidecar watches anything.
+//! rollouts go on as fast as the controllers do; no container runs, so no sidecar watches anything
+//! unless the test starts it.
 
 mod support;
+
+#[path = "e2e_big_rings/fanout.rs"]
+mod fanout;
+// From a stored pod to a command line: shared with tests/e2e_habitat's kubelet.
+#[path = "e2e_habitat/spec.rs"]
+#[allow(dead_code)] // link_into is the kubelet's
+mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
