@@ -20,7 +20,8 @@
 #                                (100) pods and a sidecar process per pod, with --pod-index and
 #                                without, through a rolling update, against a round without
 #                                sidecars; the ignored test fanout::fanout_figures in
-#                                tests/e2e_big_rings/fanout.rs (debug build)
+#                                tests/e2e_big_rings/fanout.rs (the debug build runs the webhook
+#                                and the sidecars; HAB_BOOTSTRAP_BIN=<another build> runs that one)
 #
 # load and soak run under scripts/control-plane.sh (built once, cached) and install h2load
 # (Debian's nghttp2-client) if it is missing. Everything listens on 127.0.0.1 only; every run is

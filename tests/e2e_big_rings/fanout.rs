@@ -3,13 +3,13 @@
 //!
 //! kwok runs no containers, so the test runs each pod's sidecar itself, as
 //! `tests/e2e_habitat/kubelet.rs` does: the stored `habitat-role` container's argv with the
-//! project's binary, its env resolved from the pod, its volumes on host directories, `127.0.0.1` and
-//! `0.0.0.0` turned into the pod IP. It authenticates as the ServiceAccount of
-//! `examples/sidecar-rbac.yaml` with a token not bound to a pod, so the processes outlive the pods
-//! the rolling update replaces (the pod is not what is measured: the watch is). No Supervisor runs:
-//! the census polls fail and no role label is written; the pod watch and the peer file work as in a
-//! cluster, and the test checks each file against the pods it should list, before and after the
-//! rolling update.
+//! project's binary (`HAB_BOOTSTRAP_BIN` when set), its env resolved from the pod, its volumes on
+//! host directories, `127.0.0.1` and `0.0.0.0` turned into the pod IP. It authenticates as the
+//! ServiceAccount of `examples/sidecar-rbac.yaml` with a token not bound to a pod, so the processes
+//! outlive the pods the rolling update replaces (the pod is not what is measured: the watch is). No
+//! Supervisor runs: the census polls fail and no role label is written; the pod watch and the peer
+//! file work as in a cluster, and the test checks each file against the pods it should list, before
+//! and after the rolling update.
 //!
 //! Rounds, on one opted-in Parallel StatefulSet: no sidecar (the controllers', the scheduler's and
 //! kwok's own watch events), N sidecars with their stored args (`--pod-index`: pods 0–2 and
