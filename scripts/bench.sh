@@ -15,13 +15,14 @@
 #                                release webhook, started and registered as in the end-to-end tests);
 #                                --compare-bin adds another build to its memory comparison, which
 #                                runs HAB_BENCH_MEMORY_ROUNDS [2] times
-#   scripts/bench.sh fanout [--replicas N]
+#   scripts/bench.sh fanout [--replicas N] [--rounds R]
 #                                the peer watch file's cost to the API server: a StatefulSet of N
 #                                (100) pods and a sidecar process per pod, with --pod-index and
 #                                without, through a rolling update, against a round without
 #                                sidecars; the ignored test fanout::fanout_figures in
 #                                tests/e2e_big_rings/fanout.rs (the debug build runs the webhook
-#                                and the sidecars; HAB_BOOTSTRAP_BIN=<another build> runs that one)
+#                                and the sidecars; HAB_BOOTSTRAP_BIN=<another build> runs that one);
+#                                --rounds repeats the three rounds in turn R (1) times (medians)
 #
 # load and soak run under scripts/control-plane.sh (built once, cached) and install h2load
 # (Debian's nghttp2-client) if it is missing. Everything listens on 127.0.0.1 only; every run is
@@ -401,10 +402,11 @@ scale() {
 
 # The peer watch file's fan-out: the sidecars are processes the test starts from the stored pods.
 fanout() {
-  local replicas=100
+  local replicas=100 rounds=1
   while (($#)); do
     case $1 in
     --replicas) replicas=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     *) die "fanout: unknown argument $1" ;;
     esac
   done
@@ -413,7 +415,8 @@ fanout() {
   mkdir -p "$OUT"
   machine >"$OUT/machine.txt"
   log "results in $OUT; $replicas replicas and sidecars"
-  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BOOTSTRAP_E2E_REQUIRED=1 scripts/control-plane.sh run -- \
+  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BENCH_FANOUT_ROUNDS=$rounds HAB_BOOTSTRAP_E2E_REQUIRED=1 \
+    scripts/control-plane.sh run -- \
     cargo test --locked --test e2e_big_rings -- --ignored --exact fanout::fanout_figures --nocapture
   printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
   cat "$OUT/machine.txt" >>"$OUT/fanout.md"
