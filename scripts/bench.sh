@@ -11,7 +11,7 @@
 #                                big rings: a StatefulSet of N (1000) pods with the webhook and the
 #                                same without it, through OrderedReady and Parallel rollouts, a
 #                                rolling update and a scale to 10 and back, on a real control plane;
-#                                the ignored test big_ring_figures in tests/e2e_big_rings.rs (the
+#                                the ignored test big_ring_figures in tests/e2e_big_rings/main.rs (the
 #                                release webhook, started and registered as in the end-to-end tests);
 #                                --compare-bin adds another build to its memory comparison, which
 #                                runs HAB_BENCH_MEMORY_ROUNDS [2] times
@@ -374,7 +374,7 @@ inner() { # what: load | soak | all
   esac
 }
 
-# Big rings: the measurement is a test (tests/e2e_big_rings.rs) so that it starts and registers the
+# Big rings: the measurement is a test (tests/e2e_big_rings/main.rs) so that it starts and registers the
 # webhook as the end-to-end tests do; the webhook is the release build.
 scale() {
   local replicas=1000 compare=()

@@ -32,10 +32,10 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::spec::{self, Lookup, Mounts};
 use super::support::pod_token::{service_account_token, write_token_kubeconfig};
 use super::support::webhook_process::binary;
 use super::*;
+use crate::support::pod_spec::{self as spec, Lookup, Mounts};
 
 const NS_FANOUT: &str = "big-ring-fanout";
 const STS: &str = "fan";

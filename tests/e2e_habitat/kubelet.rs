@@ -41,7 +41,7 @@ use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 
 use crate::census::http_get;
-use crate::spec::{self, Lookup, Mounts};
+use crate::support::pod_spec::{self as spec, Lookup, Mounts};
 
 pub const SIDECAR: &str = "habitat-role";
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);

@@ -25,7 +25,6 @@ mod census;
 mod check;
 mod kubelet;
 mod scenarios;
-mod spec;
 mod world;
 
 // A test crate in a folder finds the shared support module one level up.

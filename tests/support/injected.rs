@@ -1,5 +1,5 @@
 //! What the webhook puts in a pod, read back from the API server: the end-to-end tests
-//! (`tests/e2e.rs`, `tests/e2e_big_rings.rs`) check stored pods with these.
+//! (`tests/e2e.rs`, `tests/e2e_big_rings/main.rs`) check stored pods with these.
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 

@@ -4,7 +4,7 @@
 //!   the fuzz checks, which include that file alone), re-exported here.
 //! - `tls_client`: the HTTPS client of the webhook's TLS tests.
 //! - `supervisor`, `fake_api`: a stand-in Supervisor gateway and a fake Kubernetes API server.
-//! - `control_plane`, `webhook_process`, `harness`, `injected`, `objects`, `pod_token`: the end-to-end tests against a
+//! - `control_plane`, `webhook_process`, `harness`, `injected`, `objects`, `pod_spec`, `pod_token`: the end-to-end tests against a
 //!   real control plane (ignored by a plain `cargo test`; `scripts/test` runs them).
 #![allow(dead_code, unused_imports)] // each test crate uses a different part
 
@@ -14,6 +14,7 @@ pub mod fake_api;
 pub mod harness;
 pub mod injected;
 pub mod objects;
+pub mod pod_spec;
 pub mod pod_token;
 pub mod supervisor;
 pub mod tls_client;

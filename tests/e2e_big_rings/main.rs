@@ -16,14 +16,10 @@
 //! rollouts go on as fast as the controllers do; no container runs, so no sidecar watches anything
 //! unless the test starts it.
 
+#[path = "../support/mod.rs"]
 mod support;
 
-#[path = "e2e_big_rings/fanout.rs"]
 mod fanout;
-// From a stored pod to a command line: shared with tests/e2e_habitat's kubelet.
-#[path = "e2e_habitat/spec.rs"]
-#[allow(dead_code)] // link_into is the kubelet's
-mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
