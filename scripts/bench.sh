@@ -7,6 +7,9 @@
 #   scripts/bench.sh soak        80% of the maximum throughput for 10 minutes: 0 errors, RSS flat
 #   scripts/bench.sh load-soak   load then soak, on one control plane
 #   scripts/bench.sh all         criterion, then load-soak
+#   scripts/bench.sh floor [--replicas N]
+#                                what the API server records for a call of our webhook and of the
+#                                ceiling server (a webhook that does nothing), N (300) pods each
 #   scripts/bench.sh scale [--replicas N] [--compare-bin PATH]
 #                                big rings: a StatefulSet of N (1000) pods with the webhook and the
 #                                same without it, through OrderedReady and Parallel rollouts, a
@@ -423,10 +426,36 @@ fanout() {
   cat "$OUT/fanout.md"
 }
 
+# The floor under the API server's admission figures: the test admission_floor_figures in
+# tests/e2e_big_rings/floor.rs (our webhook and the ceiling example, each the webhook of one
+# StatefulSet's pods, rolled out in turn).
+floor() {
+  local replicas=300
+  while (($#)); do
+    case $1 in
+    --replicas) replicas=$2; shift 2 ;;
+    *) die "floor: unknown argument $1" ;;
+    esac
+  done
+  build
+  cargo test --locked --test e2e_big_rings --no-run >&2
+  scripts/control-plane.sh build
+  mkdir -p "$OUT"
+  machine >"$OUT/machine.txt"
+  log "results in $OUT; $replicas replicas"
+  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BENCH_CEILING_BIN=$CEILING HAB_BOOTSTRAP_BIN=$BIN \
+    HAB_BOOTSTRAP_E2E_REQUIRED=1 scripts/control-plane.sh run -- \
+    cargo test --locked --test e2e_big_rings -- --ignored --exact floor::admission_floor_figures --nocapture
+  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+  cat "$OUT/machine.txt" >>"$OUT/admission-floor.md"
+  cat "$OUT/admission-floor.md"
+}
+
 case ${1:-} in
 criterion) cargo bench --locked --bench mutate ;;
 scale) shift; scale "$@" ;;
 fanout) shift; fanout "$@" ;;
+floor) shift; floor "$@" ;;
 load | soak | load-soak | all)
   ensure_h2load
   [[ $1 == all ]] && cargo bench --locked --bench mutate

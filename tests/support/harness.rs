@@ -87,6 +87,12 @@ impl Webhook {
         hab_bootstrap::certs::write(&self.dir.join("tls.key"), &serving.key_pem, 0o600).unwrap();
     }
 
+    /// The serving certificate and key files (another server may serve them: the CA trusts them
+    /// for 127.0.0.1 on any port).
+    pub fn tls_files(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("tls.crt"), self.dir.join("tls.key"))
+    }
+
     pub fn cert_reloader(&self) -> std::sync::Arc<hab_bootstrap::webhook::server::tls::CertReloader> {
         hab_bootstrap::webhook::server::tls::CertReloader::load(
             self.dir.join("tls.crt"),
