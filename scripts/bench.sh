@@ -379,6 +379,24 @@ inner() { # what: load | soak | all
 
 # Big rings: the measurement is a test (tests/e2e_big_rings/main.rs) so that it starts and registers the
 # webhook as the end-to-end tests do; the webhook is the release build.
+# Runs the ignored test $1 of tests/e2e_big_rings on a control plane of its own, with the
+# environment given after it (NAME=value ...); the test writes its report to $OUT/$2.
+big_rings_test() {
+  local test=$1 report=$2
+  shift 2
+  # The build first, so the control plane does not idle through a compile.
+  cargo test --locked --test e2e_big_rings --no-run >&2
+  scripts/control-plane.sh build
+  mkdir -p "$OUT"
+  machine >"$OUT/machine.txt"
+  log "results in $OUT; $*"
+  env HAB_BENCH_OUT="$OUT" HAB_BOOTSTRAP_E2E_REQUIRED=1 "$@" scripts/control-plane.sh run -- \
+    cargo test --locked --test e2e_big_rings -- --ignored --exact "$test" --nocapture
+  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+  cat "$OUT/machine.txt" >>"$OUT/$report"
+  cat "$OUT/$report"
+}
+
 scale() {
   local replicas=1000 compare=()
   while (($#)); do
@@ -389,18 +407,8 @@ scale() {
     esac
   done
   [[ ${HAB_BENCH_SKIP_BUILD:-} == 1 ]] || cargo build --release --locked --bin hab-bootstrap >&2
-  # The build first, so the control plane does not idle through a compile.
-  cargo test --locked --test e2e_big_rings --no-run >&2
-  scripts/control-plane.sh build
-  mkdir -p "$OUT"
-  machine >"$OUT/machine.txt"
-  log "results in $OUT; $replicas replicas"
-  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BOOTSTRAP_BIN=$BIN HAB_BOOTSTRAP_E2E_REQUIRED=1 \
-    env "${compare[@]}" scripts/control-plane.sh run -- \
-    cargo test --locked --test e2e_big_rings -- --ignored --exact big_ring_figures --nocapture
-  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
-  cat "$OUT/machine.txt" >>"$OUT/big-rings.md"
-  cat "$OUT/big-rings.md"
+  big_rings_test big_ring_figures big-rings.md HAB_BENCH_REPLICAS="$replicas" HAB_BOOTSTRAP_BIN="$BIN" \
+    "${compare[@]}"
 }
 
 # The peer watch file's fan-out: the sidecars are processes the test starts from the stored pods.
@@ -413,17 +421,8 @@ fanout() {
     *) die "fanout: unknown argument $1" ;;
     esac
   done
-  cargo test --locked --test e2e_big_rings --no-run >&2
-  scripts/control-plane.sh build
-  mkdir -p "$OUT"
-  machine >"$OUT/machine.txt"
-  log "results in $OUT; $replicas replicas and sidecars"
-  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BENCH_FANOUT_ROUNDS=$rounds HAB_BOOTSTRAP_E2E_REQUIRED=1 \
-    scripts/control-plane.sh run -- \
-    cargo test --locked --test e2e_big_rings -- --ignored --exact fanout::fanout_figures --nocapture
-  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
-  cat "$OUT/machine.txt" >>"$OUT/fanout.md"
-  cat "$OUT/fanout.md"
+  big_rings_test fanout::fanout_figures fanout.md HAB_BENCH_REPLICAS="$replicas" \
+    HAB_BENCH_FANOUT_ROUNDS="$rounds"
 }
 
 # The floor under the API server's admission figures: the test admission_floor_figures in
@@ -438,17 +437,8 @@ floor() {
     esac
   done
   build
-  cargo test --locked --test e2e_big_rings --no-run >&2
-  scripts/control-plane.sh build
-  mkdir -p "$OUT"
-  machine >"$OUT/machine.txt"
-  log "results in $OUT; $replicas replicas"
-  HAB_BENCH_OUT=$OUT HAB_BENCH_REPLICAS=$replicas HAB_BENCH_CEILING_BIN=$CEILING HAB_BOOTSTRAP_BIN=$BIN \
-    HAB_BOOTSTRAP_E2E_REQUIRED=1 scripts/control-plane.sh run -- \
-    cargo test --locked --test e2e_big_rings -- --ignored --exact floor::admission_floor_figures --nocapture
-  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
-  cat "$OUT/machine.txt" >>"$OUT/admission-floor.md"
-  cat "$OUT/admission-floor.md"
+  big_rings_test floor::admission_floor_figures admission-floor.md HAB_BENCH_REPLICAS="$replicas" \
+    HAB_BENCH_CEILING_BIN="$CEILING" HAB_BOOTSTRAP_BIN="$BIN"
 }
 
 case ${1:-} in
