@@ -103,12 +103,9 @@ async fn fanout_figures() {
     if !enabled() {
         return;
     }
-    let replicas: i32 = std::env::var("HAB_BENCH_REPLICAS").map_or(100, |v| v.parse().unwrap());
+    let replicas = bench_replicas(100);
     let client = client().await;
-    let mut webhook = start_webhook(&client).await;
-    webhook.env = vec![("RUST_LOG".into(), "info".into())];
-    webhook.stop();
-    webhook.start();
+    let mut webhook = start_figures_webhook(&client).await;
     let _cleanup = Cleanup { ns: NS_FANOUT };
     // Every replica, and room for the rolling update's replacement.
     add_nodes(&client, "fanout", replicas + 10).await;

@@ -74,14 +74,11 @@ async fn admission_floor_figures() {
     if !enabled() {
         return;
     }
-    let replicas: i32 = std::env::var("HAB_BENCH_REPLICAS").map_or(300, |v| v.parse().unwrap());
+    let replicas = bench_replicas(300);
     let ceiling_bin =
         std::env::var("HAB_BENCH_CEILING_BIN").expect("HAB_BENCH_CEILING_BIN: the ceiling example");
     let client = client().await;
-    let mut webhook = start_webhook(&client).await;
-    webhook.env = vec![("RUST_LOG".into(), "info".into())];
-    webhook.stop();
-    webhook.start();
+    let webhook = start_figures_webhook(&client).await;
     let port = free_port();
     let (crt, key) = webhook.tls_files();
     let ceiling = Ceiling(

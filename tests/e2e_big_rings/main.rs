@@ -381,19 +381,30 @@ async fn delete(client: &Client, sts: &str) {
     .await;
 }
 
+/// HAB_BENCH_REPLICAS, or `default`.
+fn bench_replicas(default: i32) -> i32 {
+    std::env::var("HAB_BENCH_REPLICAS").map_or(default, |v| v.parse().expect("HAB_BENCH_REPLICAS: a number"))
+}
+
+/// The webhook of the figures, started and registered, logging as in a cluster (info, not the
+/// harness's debug).
+async fn start_figures_webhook(client: &Client) -> Webhook {
+    let mut webhook = start_webhook(client).await;
+    webhook.env = vec![("RUST_LOG".into(), "info".into())];
+    webhook.stop();
+    webhook.start();
+    webhook
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "takes many minutes; run by scripts/bench.sh scale"]
 async fn big_ring_figures() {
     if !enabled() {
         return;
     }
-    let replicas: i32 = std::env::var("HAB_BENCH_REPLICAS").map_or(1000, |v| v.parse().unwrap());
+    let replicas = bench_replicas(1000);
     let client = client().await;
-    let mut webhook = start_webhook(&client).await;
-    // As in a cluster: info logs, not the harness's debug.
-    webhook.env = vec![("RUST_LOG".into(), "info".into())];
-    webhook.stop();
-    webhook.start();
+    let mut webhook = start_figures_webhook(&client).await;
     // Both StatefulSets at full size, and one more pod for the rolling update's surge.
     add_nodes(&client, "big-ring-figures", 2 * replicas + 10).await;
     let ns = namespace(&client, NS_FIGURES).await;
