@@ -73,15 +73,19 @@ struct View<'c> {
     group: &'c CensusGroup,
 }
 
+/// The sidecar's departure of member `id`, if one of its Events names it.
+fn departure_of<'d>(departures: &'d [Departure], id: &str) -> Option<&'d Departure> {
+    departures.iter().find(|d| d.note.contains(id))
+}
+
 impl<'c> View<'c> {
     /// Members that count, by id: not departed, in this census or by the sidecar (`departures`).
     fn counted(&self, departures: &[Departure]) -> BTreeSet<&'c str> {
-        let by_sidecar = |id: &str| departures.iter().any(|d| d.note.contains(id));
         let group: &'c CensusGroup = self.group;
         group
             .population
             .iter()
-            .filter(|(id, m)| !m.departed && !by_sidecar(id))
+            .filter(|(id, m)| !m.departed && departure_of(departures, id).is_none())
             .map(|(id, _)| id.as_str())
             .collect()
     }
@@ -178,7 +182,7 @@ pub fn check(facts: &RingFacts) -> Vec<Finding> {
 
     // A member the sidecar departed (its Event is the evidence) may linger in some views and not in
     // others, for minutes (seen with real Supervisors): it is neither a disagreement nor a ghost.
-    let departed_by_sidecar = |id: &str| facts.departures.iter().find(|d| d.note.contains(id));
+    let departed_by_sidecar = |id: &str| departure_of(&facts.departures, id);
 
     // 2. One ring: pods are in the same ring when one's census lists the other's member.
     let rings = components(&views);
