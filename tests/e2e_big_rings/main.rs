@@ -241,6 +241,26 @@ impl Metrics {
         })
     }
 
+    /// The API server's requests by verb and resource (`apiserver_request_total`).
+    fn requests_by_verb_and_resource(&self) -> BTreeMap<String, f64> {
+        let label = |series: &str, name: &str| {
+            series
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let mut by = BTreeMap::new();
+        for (series, v) in self.matching("apiserver_request_total", &[]) {
+            let (resource, subresource) = (label(series, "resource"), label(series, "subresource"));
+            let resource =
+                if subresource.is_empty() { resource } else { format!("{resource}/{subresource}") };
+            *by.entry(format!("{} {resource}", label(series, "verb"))).or_default() += v;
+        }
+        by
+    }
+
     /// A histogram's count, mean and p50/p99 estimated from its buckets (linear within a bucket,
     /// as PromQL's histogram_quantile), in milliseconds.
     fn histogram(&self, metric: &str, labels: &[&str]) -> Latency {
@@ -440,9 +460,11 @@ async fn big_ring_figures() {
             api.patch_scale(sts, &PatchParams::default(), &patch).await.unwrap();
         }
     };
-    // Twice, the second time in the other order: the StatefulSet that goes second in a step has
-    // been seen to take longer, so each order is measured once.
-    for (round, with_first) in [("", true), (", again", false)] {
+    // HAB_BENCH_SCALE_ROUNDS (2) times, the order alternating: the StatefulSet that goes second in
+    // a step has been seen to take longer, so each order is measured as often.
+    let scale_rounds: usize = std::env::var("HAB_BENCH_SCALE_ROUNDS").map_or(2, |v| v.parse().unwrap());
+    for round in 1..=scale_rounds {
+        let (with_first, round) = (round % 2 == 1, format!(" ({round})"));
         figures.step(&format!("scale {replicas} → {down}{round}"), &webhook, with_first, scaler(down)).await;
         figures
             .step(&format!("scale {down} → {replicas}{round}"), &webhook, !with_first, scaler(replicas))
@@ -542,8 +564,59 @@ fn report(
         )
         .unwrap();
     }
+    // Steps run more than once ("… (k)"): each round's ratio and their median.
+    let mut rounds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (name, with, without) in &figures.steps {
+        if let Some((step, _)) = name.rsplit_once(" (") {
+            rounds.entry(step).or_default().push(with.seconds / without.seconds);
+        }
+    }
+    for (step, mut ratios) in rounds {
+        ratios.sort_by(f64::total_cmp);
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let median = (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0;
+        writeln!(
+            r,
+            "\n{step}, {} rounds: ratios {}, median **{median:.2}**",
+            ratios.len(),
+            listed.join(", ")
+        )
+        .unwrap();
+    }
     let total = api_total.histogram(ADMISSION, &[OUR_POD_WEBHOOK]);
     writeln!(r, "\nAPI server, our pod webhook over the whole run: {total}").unwrap();
+    writeln!(
+        r,
+        "\nWhat each step cost the API server, with / without: its CPU, its requests, and the requests \
+         it had most more of with the webhook (verb resource: with − without):\n"
+    )
+    .unwrap();
+    writeln!(r, "| step | API server CPU s | requests | most more with the webhook |\n|---|---|---|---|")
+        .unwrap();
+    for (name, with, without) in &figures.steps {
+        let cpu = |s: &Step| s.apiserver.sum("process_cpu_seconds_total", &[]);
+        let (w, wo) = (
+            with.apiserver.requests_by_verb_and_resource(),
+            without.apiserver.requests_by_verb_and_resource(),
+        );
+        let mut more: Vec<(String, f64)> = w
+            .iter()
+            .map(|(k, v)| (k.clone(), v - wo.get(k).unwrap_or(&0.0)))
+            .filter(|(_, d)| *d >= 1.0)
+            .collect();
+        more.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let more: Vec<String> = more.iter().take(4).map(|(k, d)| format!("{k} +{d:.0}")).collect();
+        writeln!(
+            r,
+            "| {name} | {:.1} / {:.1} | {:.0} / {:.0} | {} |",
+            cpu(with),
+            cpu(without),
+            w.values().sum::<f64>(),
+            wo.values().sum::<f64>(),
+            more.join(", ")
+        )
+        .unwrap();
+    }
     writeln!(
         r,
         "API server watch events over the whole run: {:.0} of pods ({:.1} MiB), {:.0} of all kinds ({:.1} MiB)",
