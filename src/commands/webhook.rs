@@ -19,6 +19,7 @@ use crate::runtime::signals::termination_signal;
 use crate::runtime::{kube_client, tokio_runtime};
 use crate::webhook::admission::Admission;
 use crate::webhook::cluster::{KubeCluster, KubeEvents};
+use crate::webhook::event_pace::Paced;
 use crate::webhook::scan;
 use crate::webhook::server::shed::{Limits, Shedder};
 use crate::webhook::server::tls::{self, CertReloader};
@@ -120,7 +121,7 @@ async fn serve(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let client = kube_client().await?;
     let cluster = KubeCluster::start(client.clone(), live_read_timeout);
     let instance = pod_name.clone().unwrap_or_else(|| "hab-bootstrap".to_owned());
-    let events = KubeEvents::new(client, pod_name);
+    let events = Paced::new(KubeEvents::new(client, pod_name));
     let shedder = Shedder::new(limits);
     let mut metrics = crate::webhook::metrics::Metrics::default();
     shedder.metrics.register(&mut metrics.registry);

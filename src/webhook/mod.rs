@@ -5,6 +5,7 @@ pub mod admission;
 pub mod cluster;
 pub mod deadline;
 pub mod escaped;
+pub mod event_pace;
 pub mod metrics;
 pub mod outcome;
 pub mod patch;

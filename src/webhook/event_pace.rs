@@ -1,0 +1,127 @@
+//! Events at the pace Kubernetes' own controllers keep: a rollout of a thousand pods should
+//! not write a thousand `Injected` Events (each one an API write and an etcd record, next to the
+//! pod creations they describe), when the StatefulSet controller's `SuccessfulCreate` for the same
+//! pods stops at a few dozen.
+//!
+//! client-go's event recorder lets one object have 25 Events of a type at once and earn one more
+//! every 5 minutes (`EventSourceObjectSpamFilter`, keyed by the object and the Event's type); our
+//! Events get the same per StatefulSet (its uid) and type. A rollout's first 25 pods get their
+//! `Injected` Event, and a problem's first 25 its Warning; every injection, skip and denial is still
+//! counted (`hab_bootstrap_{injections,skips,denials}_total`) and logged, and every injected pod
+//! carries its record (the status annotation).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use tracing::debug;
+
+use crate::webhook::admission::{EventSink, EventType};
+
+/// Events of a type a StatefulSet may get at once (client-go: 25).
+pub const EVENT_BURST: u32 = 25;
+/// And how often it earns one more (client-go: every 5 minutes).
+pub const EVENT_PERIOD: Duration = Duration::from_secs(300);
+/// Above this many StatefulSets remembered, those whose allowance is whole again are forgotten.
+const REMEMBERED: usize = 1024;
+
+/// An [`EventSink`] that passes Events on at client-go's pace per StatefulSet and type.
+pub struct Paced<E> {
+    inner: E,
+    allowance: DefaultKeyedRateLimiter<String>,
+}
+
+impl<E> Paced<E> {
+    pub fn new(inner: E) -> Self {
+        let quota = Quota::with_period(EVENT_PERIOD)
+            .expect("a non-zero period")
+            .allow_burst(NonZeroU32::new(EVENT_BURST).expect("a non-zero burst"));
+        Self { inner, allowance: RateLimiter::keyed(quota) }
+    }
+}
+
+impl<E: EventSink> EventSink for Paced<E> {
+    fn publish(
+        &self,
+        sts: &StatefulSet,
+        pod: &str,
+        event_type: EventType,
+        reason: &'static str,
+        note: String,
+    ) {
+        let meta = &sts.metadata;
+        let (ns, name) =
+            (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
+        let key = format!("{ns}/{name}/{}/{event_type:?}", meta.uid.as_deref().unwrap_or_default());
+        if self.allowance.len() > REMEMBERED {
+            self.allowance.retain_recent();
+        }
+        if self.allowance.check_key(&key).is_err() {
+            debug!(namespace = ns, statefulset = name, pod, reason, "Event held back (client-go's pace)");
+            return;
+        }
+        self.inner.publish(sts, pod, event_type, reason, note);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(String, EventType)>>);
+
+    impl EventSink for &'static Recorded {
+        fn publish(&self, sts: &StatefulSet, pod: &str, event_type: EventType, _: &'static str, _: String) {
+            let (ns, name) = (sts.metadata.namespace.as_deref(), sts.metadata.name.as_deref());
+            self.0.lock().unwrap().push((format!("{}/{}/{pod}", ns.unwrap(), name.unwrap()), event_type));
+        }
+    }
+
+    fn statefulset(ns: &str, name: &str) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_statefulset_gets_25_events_of_each_type_at_once() {
+        let recorded: &'static Recorded = Box::leak(Box::default());
+        let paced = Paced::new(recorded);
+        let (redis, other_ns, web) =
+            (statefulset("a", "redis"), statefulset("b", "redis"), statefulset("a", "web"));
+        for i in 0..40 {
+            paced.publish(&redis, &format!("redis-{i}"), EventType::Normal, "Injected", String::new());
+            paced.publish(
+                &redis,
+                &format!("redis-{i}"),
+                EventType::Warning,
+                "InjectionDenied",
+                String::new(),
+            );
+        }
+        for sts in [&other_ns, &web] {
+            paced.publish(sts, "x-0", EventType::Normal, "Injected", String::new());
+        }
+        let recorded = recorded.0.lock().unwrap();
+        let count = |pod_prefix: &str, t: EventType| {
+            recorded.iter().filter(|(pod, et)| pod.starts_with(pod_prefix) && *et == t).count()
+        };
+        assert_eq!(count("a/redis/", EventType::Normal), 25, "the first 25, then one per 5 minutes");
+        assert_eq!(count("a/redis/redis-24", EventType::Normal), 1, "pods 0–24 get theirs");
+        assert_eq!(count("a/redis/redis-25", EventType::Normal), 0);
+        assert_eq!(count("a/redis/", EventType::Warning), 25, "warnings have their own allowance");
+        assert_eq!(count("b/redis/x-0", EventType::Normal), 1, "each StatefulSet its own allowance");
+        assert_eq!(count("a/web/x-0", EventType::Normal), 1, "each StatefulSet its own allowance");
+    }
+}
