@@ -978,3 +978,41 @@ async fn statefulset_denials_are_cut_to_size_like_pod_denials() {
         admit(cluster_with(true, &[("habitat/peer-mode", &"x".repeat(100_000))]), &redis_pod()).await;
     assert_eq!(answer.message.unwrap().len(), message.len());
 }
+
+/// Events keep client-go's pace: 25 of a type per StatefulSet at once, each StatefulSet its own.
+#[test]
+fn a_statefulset_gets_25_events_of_each_type_at_once() {
+    use hab_bootstrap::webhook::admission::EventSink;
+    use hab_bootstrap::webhook::event_pace::{EVENT_BURST, Paced};
+    let recorded = std::sync::Arc::new(RecordingEvents::default());
+    let paced = Paced::new(recorded.clone());
+    let (redis, other_ns, web) = (
+        statefulset("redis", "a", "redis-headless", 3, &[]),
+        statefulset("redis", "b", "redis-headless", 3, &[]),
+        statefulset("web", "a", "web-headless", 3, &[]),
+    );
+    for i in 0..40 {
+        paced.publish(&redis, &format!("redis-{i}"), EventType::Normal, "Injected", String::new());
+        paced.publish(&redis, &format!("redis-{i}"), EventType::Warning, "InjectionDenied", String::new());
+    }
+    paced.publish(&other_ns, "other-0", EventType::Normal, "Injected", String::new());
+    paced.publish(&web, "web-0", EventType::Normal, "Injected", String::new());
+    let recorded = recorded.0.lock().unwrap();
+    let pods = |t: EventType| -> Vec<&str> {
+        recorded
+            .iter()
+            .filter(|e| e.pod.starts_with("redis-") && e.event_type == t)
+            .map(|e| e.pod.as_str())
+            .collect()
+    };
+    let first: Vec<String> = (0..EVENT_BURST).map(|i| format!("redis-{i}")).collect();
+    assert_eq!(pods(EventType::Normal), first, "the first 25, then one per 5 minutes");
+    assert_eq!(pods(EventType::Warning), first, "warnings have their own allowance");
+    for pod in ["other-0", "web-0"] {
+        assert_eq!(
+            recorded.iter().filter(|e| e.pod == pod).count(),
+            1,
+            "{pod}: each StatefulSet its own allowance"
+        );
+    }
+}

@@ -65,6 +65,21 @@ pub trait EventSink: Send + Sync + 'static {
     );
 }
 
+/// A shared sink publishes as the sink does (a wrapper such as [`crate::webhook::event_pace::Paced`]
+/// can hold one its owner still reads).
+impl<E: EventSink + ?Sized> EventSink for std::sync::Arc<E> {
+    fn publish(
+        &self,
+        sts: &StatefulSet,
+        pod: &str,
+        event_type: EventType,
+        reason: &'static str,
+        note: String,
+    ) {
+        (**self).publish(sts, pod, event_type, reason, note)
+    }
+}
+
 /// Discards events (offline use and tests that do not look at them).
 pub struct NoEvents;
 
