@@ -11,6 +11,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use hab_bootstrap::injection::annotations;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -201,6 +202,8 @@ async fn pods_created_while_the_configuration_was_absent_are_reported() {
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     statefulsets.patch("grow", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
     wait_pods(&client, &ns, "grow", 3, 1).await;
+    // What the scan's watch is sent: the escaped pods, not the injected one.
+    assert_eq!(not_injected(&client, &ns).await, ["grow-1", "grow-2"]);
     reregister(&client, &webhook).await;
 
     series_eventually(&webhook, "hab_bootstrap_escaped_pods", &ns, "grow", Some("2")).await;
@@ -226,6 +229,21 @@ async fn pods_created_while_the_configuration_was_absent_are_reported() {
     }
     wait_pods(&client, &ns, "grow", 3, 3).await;
     series_eventually(&webhook, "hab_bootstrap_escaped_pods", &ns, "grow", None).await;
+    assert_eq!(not_injected(&client, &ns).await, Vec::<String>::new());
+}
+
+/// The pods the API server selects for the escape scan's watch, by name.
+async fn not_injected(client: &Client, ns: &str) -> Vec<String> {
+    let selector = ListParams::default().labels(&annotations::not_injected_selector());
+    let list = Api::<Pod>::namespaced(client.clone(), ns).list(&selector).await.unwrap();
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    names
 }
 
 #[tokio::test]

@@ -196,6 +196,7 @@ proptest! {
         // The supervisor: the watch file appended unless the user passes peers; never a --peer.
         let status: Value =
             serde_json::from_str(once["metadata"]["annotations"]["habitat/bootstrap-status"].as_str().unwrap()).unwrap();
+        prop_assert_eq!(&once["metadata"]["labels"]["habitat/injected"], "true");
         let name = status["supervisor"].as_str().unwrap();
         let index = before.iter().position(|c| c["name"] == name).unwrap();
         let count = |c: &Value, token: &str| c["args"].as_array().into_iter().flatten().filter(|a| *a == token).count();

@@ -25,6 +25,9 @@ pub const SERVICE_GROUP: &str = "habitat/service-group";
 pub const RING_KEY_SECRET: &str = "habitat/ring-key-secret";
 /// On a pod: what we injected (JSON), so that a second call converges instead of stacking.
 pub const STATUS: &str = "habitat/bootstrap-status";
+/// On a pod (a label, `"true"`): written with [`STATUS`], so that the escape scan's watch can ask
+/// the API server for the opted-in pods that lack it, and not receive every injected pod's updates.
+pub const INJECTED: &str = "habitat/injected";
 
 /// The value of [`RING_KEY_SECRET`] that turns the key off.
 pub const NO_RING_KEY: &str = "none";
@@ -55,6 +58,12 @@ impl Default for BootstrapOptions {
             sidecar: SidecarOverrides::default(),
         }
     }
+}
+
+/// The label selector of the pods of opted-in StatefulSets that we did not inject: what the escape
+/// scan watches.
+pub fn not_injected_selector() -> String {
+    format!("{BOOTSTRAP}=true,!{INJECTED}")
 }
 
 /// True when the annotations opt the StatefulSet in.

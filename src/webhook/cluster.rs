@@ -31,7 +31,8 @@ pub struct KubeCluster {
     client: Client,
     statefulsets: Store<StatefulSet>,
     services: Store<Service>,
-    /// Only for the escape scan ([`crate::webhook::scan`]): never read while admitting.
+    /// Only for the escape scan ([`crate::webhook::scan`]): never read while admitting. The
+    /// opted-in pods without the injected label.
     labelled_pods: Store<PartialObjectMeta<Pod>>,
     live_read_timeout: Duration,
     /// SubjectAccessReview answers by (namespace, ServiceAccount): RBAC rarely changes, and a
@@ -52,8 +53,11 @@ impl KubeCluster {
         let statefulsets =
             spawn_reflector(Api::<StatefulSet>::all(client.clone()), all.clone(), strip_statefulset);
         let services = spawn_reflector(Api::<Service>::all(client.clone()), all, strip_service);
-        // Selected by the API server: the pods of opted-in StatefulSets only, whatever else runs.
-        let labelled = watcher::Config::default().labels(&format!("{}=true", annotations::BOOTSTRAP));
+        // Selected by the API server: the pods of opted-in StatefulSets that we did not inject, whatever
+        // else runs. Injected pods carry the INJECTED label, so a ring's rollout sends this watch
+        // nothing; pods injected by a version before the label still arrive and are told apart by
+        // their status annotation.
+        let labelled = watcher::Config::default().labels(&annotations::not_injected_selector());
         // Metadata only: no spec or status over the wire or in memory.
         let labelled_pods =
             spawn_reflector(Api::<PartialObjectMeta<Pod>>::all(client.clone()), labelled, strip_pod);

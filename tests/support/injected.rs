@@ -59,6 +59,8 @@ pub fn assert_injected(pod: &Pod) {
     let name = pod.metadata.name.as_deref().unwrap();
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     assert!(annotations.contains_key("habitat/bootstrap-status"), "{name}: no status annotation");
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("habitat/injected").map(String::as_str), Some("true"), "{name}: injected label");
     assert_eq!(sidecars(pod), 1, "{name}: one sidecar");
     assert!(env(pod, "HABITAT_BOOTSTRAP_SERVICE_FQDN").is_some(), "{name}: identity env");
     assert!(env(pod, "HABITAT_BOOTSTRAP_PEERS").is_none(), "{name}: no peer list env");
@@ -87,6 +89,10 @@ pub fn assert_untouched(pod: &Pod) {
     let name = pod.metadata.name.as_deref().unwrap();
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     assert!(!annotations.contains_key("habitat/bootstrap-status"), "{name} was injected");
+    assert!(
+        !pod.metadata.labels.iter().flatten().any(|(k, _)| k == "habitat/injected"),
+        "{name}: injected label"
+    );
     assert_eq!(sidecars(pod), 0, "{name} got a sidecar");
     assert!(!args(supervisor(pod)).iter().any(|a| a.starts_with("--peer")), "{name} got peers");
     assert!(ring_key_ref(pod).is_none(), "{name} got a ring key");

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
 
-use crate::injection::annotations::STATUS;
+use crate::injection::annotations::{INJECTED, STATUS};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,24 +38,25 @@ impl InjectionStatus {
         serde_json::from_str(raw).ok()
     }
 
+    /// The record, and the label that marks the pod injected.
     pub fn write(&self, pod: &mut Pod) {
         let raw = serde_json::to_string(self).expect("status serializes");
         pod.metadata.annotations.get_or_insert_default().insert(STATUS.to_owned(), raw);
+        pod.metadata.labels.get_or_insert_default().insert(INJECTED.to_owned(), "true".to_owned());
     }
 }
 
 /// Removes a previous injection recorded in the pod's status annotation. Only what the record names
 /// is removed; an unreadable record is dropped and treated as no injection.
 pub fn strip_previous(pod: &mut Pod) {
-    let Some(previous) = InjectionStatus::read(pod) else {
-        if let Some(a) = pod.metadata.annotations.as_mut() {
-            a.remove(STATUS);
-        }
-        return;
-    };
+    let previous = InjectionStatus::read(pod);
     if let Some(a) = pod.metadata.annotations.as_mut() {
         a.remove(STATUS);
     }
+    if let Some(l) = pod.metadata.labels.as_mut() {
+        l.remove(INJECTED);
+    }
+    let Some(previous) = previous else { return };
     let Some(spec) = pod.spec.as_mut() else { return };
     if let Some(sup) = spec.containers.iter_mut().find(|c| c.name == previous.supervisor) {
         if let Some(path) = &previous.peer_watch_file {
