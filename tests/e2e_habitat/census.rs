@@ -61,6 +61,22 @@ pub fn view(ip: &str, group: &str) -> Option<View> {
     })
 }
 
+/// How the Supervisor at `ip` sees member `id` of `group`: its health flags as the census gives
+/// them (`alive`, `suspect`, `confirmed`, `departed`), or why there is nothing to say. For failure
+/// messages.
+pub fn health_of(ip: &str, group: &str, id: &str) -> String {
+    let Some((200, body)) = http_get(ip, 9631, "/census") else { return "no census".to_owned() };
+    let Ok(census) = serde_json::from_str::<Value>(&body) else { return "census not JSON".to_owned() };
+    let Some(member) = census.pointer(&format!("/census_groups/{group}/population/{id}")) else {
+        return "not in the population".to_owned();
+    };
+    let flags: Vec<&str> = ["alive", "suspect", "confirmed", "departed"]
+        .into_iter()
+        .filter(|f| member.get(*f).and_then(Value::as_bool) == Some(true))
+        .collect();
+    if flags.is_empty() { "no health flag (not in its member list)".to_owned() } else { flags.join("+") }
+}
+
 /// One ring: every Supervisor answers, all list the same alive members, and that set is exactly
 /// the Supervisors asked (each one's local member id). Returns the views when true.
 pub fn one_ring(ips: &[String], group: &str) -> Result<Vec<View>, String> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{assert_no_unexpected_exits, without};
 use crate::world::{StsSpec, World};
-use crate::{SERIAL, WAIT, habitat};
+use crate::{GROUP, SERIAL, WAIT, census, habitat};
 
 /// The bound the issue sets for a new leader label after the leader's crash (a crashed leader is
 /// replaced ~19 s after its crash when the quorum holds).
@@ -53,9 +53,17 @@ async fn stateless_replacement_then_leader_crash() {
             let metrics = w.sidecar_metrics("ring-0").await;
             let departures: Vec<&str> =
                 metrics.lines().filter(|l| l.contains("predecessor_departures_total")).collect();
+            // Whether the ring ever confirmed the ghost dead, as each Supervisor sees it.
+            let seen: Vec<String> = w
+                .kubelet
+                .running()
+                .values()
+                .map(|r| format!("{}: {}", r.name, census::health_of(&r.ip, GROUP, &ghost)))
+                .collect();
             let why = format!(
                 "no PredecessorDeparted Event for ring-0 after {WAIT:?} (PredecessorNotDeparted: {failed:?}; \
-                 metric: {departures:?}); ring-0's sidecar log ends:\n{}",
+                 metric: {departures:?}; the predecessor {ghost} as each Supervisor sees it: {seen:?}); \
+                 ring-0's sidecar log ends:\n{}",
                 w.kubelet.sidecar_log("ring-0", 15)
             );
             w.fail(why);
