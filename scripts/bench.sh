@@ -7,10 +7,12 @@
 #   scripts/bench.sh soak        80% of the maximum throughput for 10 minutes: 0 errors, RSS flat
 #   scripts/bench.sh load-soak   load then soak, on one control plane
 #   scripts/bench.sh all         criterion, then load-soak
-#   scripts/bench.sh floor [--replicas N]
+#   scripts/bench.sh floor [--replicas N] [--rounds R]
 #                                what the API server records for a call of our webhook and of the
 #                                ceiling server (a webhook that does nothing, or answers a one-op
-#                                patch, or replays our patch), N (300) pods each
+#                                patch, or replays our patch), N (300) pods each, and each
+#                                rollout's time against the same StatefulSet that no webhook is
+#                                called for; R (2) rounds, the order reversed each round
 #   scripts/bench.sh scale [--replicas N] [--scale-rounds R] [--compare-bin PATH]
 #                                big rings: a StatefulSet of N (1000) pods with the webhook and the
 #                                same without it, through OrderedReady and Parallel rollouts, a
@@ -432,16 +434,17 @@ fanout() {
 # tests/e2e_big_rings/floor.rs (our webhook and the ceiling example, each the webhook of one
 # StatefulSet's pods, rolled out in turn).
 floor() {
-  local replicas=300
+  local replicas=300 rounds=2
   while (($#)); do
     case $1 in
     --replicas) replicas=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     *) die "floor: unknown argument $1" ;;
     esac
   done
   build
   big_rings_test floor::admission_floor_figures admission-floor.md HAB_BENCH_REPLICAS="$replicas" \
-    HAB_BENCH_CEILING_BIN="$CEILING" HAB_BOOTSTRAP_BIN="$BIN"
+    HAB_BENCH_FLOOR_ROUNDS="$rounds" HAB_BENCH_CEILING_BIN="$CEILING" HAB_BOOTSTRAP_BIN="$BIN"
 }
 
 case ${1:-} in

@@ -469,10 +469,8 @@ fn report(replicas: i32, rounds: &[Round], run_seconds: f64) -> String {
         .unwrap();
     }
     // The median over the repetitions of each kind of round.
-    let median = |s: Sidecars, f: fn(&Window) -> f64| {
-        let mut xs: Vec<f64> = rounds.iter().filter(|x| x.sidecars == s).map(|x| f(&x.rollout)).collect();
-        xs.sort_by(f64::total_cmp);
-        xs[xs.len() / 2]
+    let median_of = |s: Sidecars, f: fn(&Window) -> f64| {
+        median(&rounds.iter().filter(|x| x.sidecars == s).map(|x| f(&x.rollout)).collect::<Vec<_>>())
     };
     writeln!(
         r,
@@ -484,8 +482,8 @@ fn report(replicas: i32, rounds: &[Round], run_seconds: f64) -> String {
         ("MiB", Window::pod_mib),
         ("API server CPU s", Window::cpu),
     ] {
-        let base = median(Sidecars::None, f);
-        let (b, u) = (median(Sidecars::Bounded, f) - base, median(Sidecars::Unbounded, f) - base);
+        let base = median_of(Sidecars::None, f);
+        let (b, u) = (median_of(Sidecars::Bounded, f) - base, median_of(Sidecars::Unbounded, f) - base);
         writeln!(r, "- {what}: {b:.1} / {u:.1} = **{:.3}**", b / u).unwrap();
     }
     let pairs: usize = (0..n as u32)

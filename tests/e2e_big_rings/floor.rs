@@ -10,6 +10,10 @@
 //! measures: the ceiling answers one with a one-operation patch, the other with our own patch
 //! replayed (the one our webhook answered for a pod of the plain floor StatefulSet, renamed as one
 //! of ours, so that every path of it applies).
+//!
+//! A fifth StatefulSet of the same template is called by no webhook: each rollout's time is told
+//! against it (the median of the rounds), so that what a rollout loses to the API server's
+//! handling of a patch is told apart from what it loses to the server that computes it.
 
 use std::process::{Child, Command, Stdio};
 
@@ -40,6 +44,15 @@ impl Drop for Ceiling {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// What the webhook called for the pods of StatefulSet `name` answers.
+fn answers(name: &str) -> &'static str {
+    match FLOORS.iter().find(|(floor, ..)| *floor == name) {
+        Some((_, _, answers)) => answers,
+        None if name == "with" => "our patch",
+        None => "not called",
     }
 }
 
@@ -177,7 +190,9 @@ async fn admission_floor_figures() {
         )
         .await
         .unwrap();
-    let names: Vec<&str> = std::iter::once("with").chain(FLOORS.iter().map(|(name, ..)| *name)).collect();
+    // `without` is called by no webhook at all: what every other rollout time is compared with.
+    let names: Vec<&str> =
+        ["without", "with"].into_iter().chain(FLOORS.iter().map(|(name, ..)| *name)).collect();
     add_nodes(&client, "admission-floor", names.len() as i32 * replicas + 10).await;
     let ns = namespace(&client, NS_FIGURES).await;
     wait_until_floor_is_called(&client, &ns).await;
@@ -193,32 +208,41 @@ async fn admission_floor_figures() {
         "## What the API server records for a webhook call: ours, and the ceiling's doing nothing or patching ({replicas} pods, OrderedReady)\n\n\
          | round | StatefulSet | its webhook answers | rollout s | API server: the webhook it calls | the webhook's own |\n|---|---|---|---|---|---|\n"
     );
-    // Round 1 rolls out `with` first and the replayed floor last: the patch to replay is taken
-    // from the plain floor's pod 0 in between. Round 2 runs them the other way round.
+    // Round 1 rolls out `without` and `with` first and the replayed floor last: the patch to
+    // replay is taken from the plain floor's pod 0 in between. Each next round runs them the other
+    // way round (HAB_BENCH_FLOOR_ROUNDS, 2).
+    let rounds: usize = std::env::var("HAB_BENCH_FLOOR_ROUNDS").map_or(2, |v| v.parse().unwrap());
     let mut order = names.clone();
     let mut replayed_bytes = 0;
-    for round in [1, 2] {
+    let mut rollouts: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 1..=rounds {
         for &name in &order {
-            let (sts, answers) = match FLOORS.iter().find(|(floor, ..)| *floor == name) {
-                Some((_, _, answers)) => (floor_statefulset(name), *answers),
-                None => (statefulset(name, replicas, "OrderedReady", true), "our patch"),
+            let sts = if FLOORS.iter().any(|(floor, ..)| *floor == name) {
+                floor_statefulset(name)
+            } else {
+                statefulset(name, replicas, "OrderedReady", name == "with")
             };
+            let answers = answers(name);
             let (api_before, ours_before) =
                 (Metrics::of_apiserver(&client).await, Metrics::of_webhook(&webhook));
             let started = Instant::now();
             create(&client, &ns, &sts).await;
             wait_rolled_out(&statefulsets, name, STEP_TIMEOUT).await;
             let seconds = started.elapsed().as_secs_f64();
+            rollouts.entry(name).or_default().push(seconds);
             let api = Metrics::of_apiserver(&client).await.since(&api_before);
-            let (called, own) = if name == "with" {
+            let (called, own) = if name == "without" {
+                ("—".to_owned(), "—".to_owned())
+            } else if name == "with" {
                 let own = Metrics::of_webhook(&webhook).since(&ours_before);
                 (
-                    api.histogram(ADMISSION, &[OUR_POD_WEBHOOK]),
+                    api.histogram(ADMISSION, &[OUR_POD_WEBHOOK]).to_string(),
                     own.histogram("hab_bootstrap_admission_duration_seconds", &["webhook=\"pods\""])
                         .to_string(),
                 )
             } else {
-                (api.histogram(ADMISSION, &[&format!("name=\"{}\"", floor_webhook(name))]), "—".to_owned())
+                let called = api.histogram(ADMISSION, &[&format!("name=\"{}\"", floor_webhook(name))]);
+                (called.to_string(), "—".to_owned())
             };
             eprintln!("[floor] round {round}, {name}: {seconds:.1} s; API server: {called}");
             writeln!(report, "| {round} | {name} | {answers} | {seconds:.1} | {called} | {own} |").unwrap();
@@ -235,6 +259,21 @@ async fn admission_floor_figures() {
         order.reverse();
     }
     writeln!(report, "\nOur patch, replayed: {replayed_bytes} bytes of JSON patch.").unwrap();
+    // What each answer costs a rollout: the median of its rounds against the StatefulSet that no
+    // webhook is called for (the same template; `with` and the replay store the same pods).
+    let without = median(&rollouts["without"]);
+    writeln!(
+        report,
+        "\n| StatefulSet | its webhook answers | rollout s, each round | median s | vs without |\n|---|---|---|---|---|"
+    )
+    .unwrap();
+    for &name in &names {
+        let answers = answers(name);
+        let each: Vec<String> = rollouts[name].iter().map(|s| format!("{s:.1}")).collect();
+        let m = median(&rollouts[name]);
+        writeln!(report, "| {name} | {answers} | {} | {m:.1} | **{:.2}** |", each.join(", "), m / without)
+            .unwrap();
+    }
     eprintln!("{report}");
     if let Ok(dir) = std::env::var("HAB_BENCH_OUT") {
         std::fs::write(std::path::Path::new(&dir).join("admission-floor.md"), &report).unwrap();

@@ -402,6 +402,13 @@ async fn delete(client: &Client, sts: &str) {
 }
 
 /// HAB_BENCH_REPLICAS, or `default`.
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(xs: &[f64]) -> f64 {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    (xs[(xs.len() - 1) / 2] + xs[xs.len() / 2]) / 2.0
+}
+
 fn bench_replicas(default: i32) -> i32 {
     std::env::var("HAB_BENCH_REPLICAS").map_or(default, |v| v.parse().expect("HAB_BENCH_REPLICAS: a number"))
 }
@@ -574,7 +581,7 @@ fn report(
     for (step, mut ratios) in rounds {
         ratios.sort_by(f64::total_cmp);
         let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        let median = (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0;
+        let median = median(&ratios);
         writeln!(
             r,
             "\n{step}, {} rounds: ratios {}, median **{median:.2}**",
