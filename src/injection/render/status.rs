@@ -46,8 +46,9 @@ impl InjectionStatus {
     }
 }
 
-/// Removes a previous injection recorded in the pod's status annotation. Only what the record names
-/// is removed; an unreadable record is dropped and treated as no injection.
+/// Removes a previous injection recorded in the pod's status annotation, the annotation and the
+/// injected label with it. Only what the record names is removed; an unreadable record is dropped
+/// and treated as no injection.
 pub fn strip_previous(pod: &mut Pod) {
     let previous = InjectionStatus::read(pod);
     if let Some(a) = pod.metadata.annotations.as_mut() {
