@@ -102,3 +102,38 @@ pub(crate) fn remove_flag_values(container: &mut Container, flag: &str, values: 
     }
     container.args = (!kept.is_empty()).then_some(kept);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled_pod() -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.labels = Some([("app".to_owned(), "redis".to_owned())].into());
+        pod
+    }
+
+    #[test]
+    fn the_record_and_the_injected_label_come_and_go_together() {
+        let mut pod = labelled_pod();
+        let status = InjectionStatus { supervisor: "redis".into(), ..Default::default() };
+        status.write(&mut pod);
+        assert_eq!(InjectionStatus::read(&pod), Some(status));
+        assert_eq!(pod.metadata.labels.as_ref().unwrap()[INJECTED], "true");
+
+        strip_previous(&mut pod);
+        assert_eq!(InjectionStatus::read(&pod), None);
+        assert!(!pod.metadata.annotations.unwrap().contains_key(STATUS));
+        assert_eq!(pod.metadata.labels, labelled_pod().metadata.labels, "the user's labels stay");
+    }
+
+    #[test]
+    fn an_unreadable_record_goes_with_its_label() {
+        let mut pod = labelled_pod();
+        pod.metadata.annotations = Some([(STATUS.to_owned(), "{not json".to_owned())].into());
+        pod.metadata.labels.as_mut().unwrap().insert(INJECTED.to_owned(), "true".to_owned());
+        strip_previous(&mut pod);
+        assert!(!pod.metadata.annotations.unwrap().contains_key(STATUS));
+        assert_eq!(pod.metadata.labels, labelled_pod().metadata.labels);
+    }
+}
