@@ -982,7 +982,7 @@ async fn statefulset_denials_are_cut_to_size_like_pod_denials() {
 /// Events keep client-go's pace: 25 of a type per StatefulSet at once, each StatefulSet its own.
 #[test]
 fn a_statefulset_gets_25_events_of_each_type_at_once() {
-    use hab_bootstrap::webhook::admission::EventSink;
+    use hab_bootstrap::webhook::admission::{EventSink, PodEvent};
     use hab_bootstrap::webhook::event_pace::{EVENT_BURST, Paced};
     let recorded = std::sync::Arc::new(RecordingEvents::default());
     let paced = Paced::new(recorded.clone());
@@ -992,11 +992,12 @@ fn a_statefulset_gets_25_events_of_each_type_at_once() {
         statefulset("web", "a", "web-headless", 3, &[]),
     );
     for i in 0..40 {
-        paced.publish(&redis, &format!("redis-{i}"), EventType::Normal, "Injected", String::new());
-        paced.publish(&redis, &format!("redis-{i}"), EventType::Warning, "InjectionDenied", String::new());
+        let pod = format!("redis-{i}");
+        paced.publish(PodEvent::normal(&redis, &pod, "Injected", String::new()));
+        paced.publish(PodEvent::warning(&redis, &pod, "InjectionDenied", String::new()));
     }
-    paced.publish(&other_ns, "other-0", EventType::Normal, "Injected", String::new());
-    paced.publish(&web, "web-0", EventType::Normal, "Injected", String::new());
+    paced.publish(PodEvent::normal(&other_ns, "other-0", "Injected", String::new()));
+    paced.publish(PodEvent::normal(&web, "web-0", "Injected", String::new()));
     let recorded = recorded.0.lock().unwrap();
     let pods = |t: EventType| -> Vec<&str> {
         recorded

@@ -53,30 +53,37 @@ pub enum EventType {
     Warning,
 }
 
+/// One Kubernetes Event about a pod under review: recorded on its StatefulSet, with the pod as
+/// the related object.
+#[derive(Debug, Clone)]
+pub struct PodEvent<'a> {
+    pub statefulset: &'a StatefulSet,
+    pub pod: &'a str,
+    pub event_type: EventType,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl<'a> PodEvent<'a> {
+    pub fn normal(statefulset: &'a StatefulSet, pod: &'a str, reason: &'static str, note: String) -> Self {
+        Self { statefulset, pod, event_type: EventType::Normal, reason, note }
+    }
+
+    pub fn warning(statefulset: &'a StatefulSet, pod: &'a str, reason: &'static str, note: String) -> Self {
+        Self { statefulset, pod, event_type: EventType::Warning, reason, note }
+    }
+}
+
 /// Where Kubernetes Events go; fire and forget, never on the admission's critical path.
 pub trait EventSink: Send + Sync + 'static {
-    fn publish(
-        &self,
-        sts: &StatefulSet,
-        pod: &str,
-        event_type: EventType,
-        reason: &'static str,
-        note: String,
-    );
+    fn publish(&self, event: PodEvent<'_>);
 }
 
 /// A shared sink publishes as the sink does (a wrapper such as [`crate::webhook::event_pace::Paced`]
 /// can hold one its owner still reads).
 impl<E: EventSink + ?Sized> EventSink for std::sync::Arc<E> {
-    fn publish(
-        &self,
-        sts: &StatefulSet,
-        pod: &str,
-        event_type: EventType,
-        reason: &'static str,
-        note: String,
-    ) {
-        (**self).publish(sts, pod, event_type, reason, note)
+    fn publish(&self, event: PodEvent<'_>) {
+        (**self).publish(event)
     }
 }
 
@@ -84,7 +91,7 @@ impl<E: EventSink + ?Sized> EventSink for std::sync::Arc<E> {
 pub struct NoEvents;
 
 impl EventSink for NoEvents {
-    fn publish(&self, _: &StatefulSet, _: &str, _: EventType, _: &'static str, _: String) {}
+    fn publish(&self, _: PodEvent<'_>) {}
 }
 
 pub struct Admission<C, E> {
@@ -225,7 +232,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             annotations::BOOTSTRAP
         );
         if !request.dry_run {
-            self.events.publish(sts, &pod.name, EventType::Warning, "InjectionSkipped", note.clone());
+            self.events.publish(PodEvent::warning(sts, &pod.name, "InjectionSkipped", note.clone()));
         }
         info!(%note, "skipped");
         Err(Stop::Skipped(Skip::LabelWithoutAnnotation, Some(note)))
@@ -256,13 +263,8 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             Decision::Inject(injection) => injection,
             Decision::Deny(msg) => {
                 if !request.dry_run {
-                    self.events.publish(
-                        &facts.statefulset,
-                        name,
-                        EventType::Warning,
-                        "InjectionDenied",
-                        format!("{name}: {msg}"),
-                    );
+                    let note = format!("{name}: {msg}");
+                    self.events.publish(PodEvent::warning(&facts.statefulset, name, "InjectionDenied", note));
                 }
                 return Err(Stop::Denied(Denial::Invalid(msg)));
             }
@@ -285,7 +287,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
             if !warnings.is_empty() {
                 note = format!("{note}; warnings: {}", warnings.join("; "));
             }
-            self.events.publish(&facts.statefulset, name, EventType::Normal, "Injected", note);
+            self.events.publish(PodEvent::normal(&facts.statefulset, name, "Injected", note));
         }
         Ok((patch, warnings.into_iter().map(truncate).collect()))
     }
@@ -305,7 +307,7 @@ impl<C: ClusterView, E: EventSink> Admission<C, E> {
         let Err(error) = self.cluster.ensure_ring_key(&pod_name.ns, secret, sts).await else { return Ok(()) };
         let denial = Denial::RingKeyNotCreated { ns: pod_name.ns.clone(), secret: secret.to_owned(), error };
         let name = &pod_name.name;
-        self.events.publish(sts, name, EventType::Warning, "InjectionDenied", format!("{name}: {denial}"));
+        self.events.publish(PodEvent::warning(sts, name, "InjectionDenied", format!("{name}: {denial}")));
         Err(Stop::Denied(denial))
     }
 

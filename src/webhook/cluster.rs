@@ -24,7 +24,7 @@ use crate::injection::pod_identity::statefulset_controller;
 use crate::injection::ring_key;
 use crate::injection::template_label::template_labelled;
 use crate::runtime::access_review;
-use crate::webhook::admission::{ClusterView, EventSink, EventType};
+use crate::webhook::admission::{ClusterView, EventSink, EventType, PodEvent};
 use crate::webhook::deadline;
 
 pub struct KubeCluster {
@@ -294,16 +294,10 @@ impl KubeEvents {
 }
 
 impl EventSink for KubeEvents {
-    fn publish(
-        &self,
-        sts: &StatefulSet,
-        pod: &str,
-        event_type: EventType,
-        reason: &'static str,
-        note: String,
-    ) {
+    fn publish(&self, event: PodEvent<'_>) {
+        let PodEvent { statefulset, pod, event_type, reason, note } = event;
         let recorder = self.recorder.clone();
-        let reference = sts.object_ref(&());
+        let reference = statefulset.object_ref(&());
         let event = Event {
             type_: match event_type {
                 EventType::Normal => KubeEventType::Normal,

@@ -14,10 +14,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use k8s_openapi::api::apps::v1::StatefulSet;
 use tracing::debug;
 
-use crate::webhook::admission::{EventSink, EventType};
+use crate::webhook::admission::{EventSink, PodEvent};
 
 /// Events of a type a StatefulSet may get at once (client-go: 25).
 pub const EVENT_BURST: u32 = 25;
@@ -42,15 +41,9 @@ impl<E> Paced<E> {
 }
 
 impl<E: EventSink> EventSink for Paced<E> {
-    fn publish(
-        &self,
-        sts: &StatefulSet,
-        pod: &str,
-        event_type: EventType,
-        reason: &'static str,
-        note: String,
-    ) {
-        let meta = &sts.metadata;
+    fn publish(&self, event: PodEvent<'_>) {
+        let PodEvent { pod, event_type, reason, .. } = event;
+        let meta = &event.statefulset.metadata;
         let (ns, name) =
             (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
         let key = format!("{ns}/{name}/{}/{event_type:?}", meta.uid.as_deref().unwrap_or_default());
@@ -61,6 +54,6 @@ impl<E: EventSink> EventSink for Paced<E> {
             debug!(namespace = ns, statefulset = name, pod, reason, "Event held back (client-go's pace)");
             return;
         }
-        self.inner.publish(sts, pod, event_type, reason, note);
+        self.inner.publish(event);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use hab_bootstrap::injection::decision::ServiceFact;
 use hab_bootstrap::injection::settings::InjectionSettings;
-use hab_bootstrap::webhook::admission::{Admission, ClusterView, EventSink, EventType};
+use hab_bootstrap::webhook::admission::{Admission, ClusterView, EventSink, EventType, PodEvent};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -143,20 +143,13 @@ pub struct RecordedEvent {
 pub struct RecordingEvents(pub Mutex<Vec<RecordedEvent>>);
 
 impl EventSink for RecordingEvents {
-    fn publish(
-        &self,
-        sts: &StatefulSet,
-        pod: &str,
-        event_type: EventType,
-        reason: &'static str,
-        note: String,
-    ) {
+    fn publish(&self, event: PodEvent<'_>) {
         self.0.lock().unwrap().push(RecordedEvent {
-            statefulset: sts.metadata.name.clone().unwrap_or_default(),
-            pod: pod.to_owned(),
-            event_type,
-            reason,
-            note,
+            statefulset: event.statefulset.metadata.name.clone().unwrap_or_default(),
+            pod: event.pod.to_owned(),
+            event_type: event.event_type,
+            reason: event.reason,
+            note: event.note,
         });
     }
 }
