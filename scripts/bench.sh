@@ -13,11 +13,11 @@
 #                                patch, or replays our patch), N (300) pods each, and each
 #                                rollout's time against the same StatefulSet that no webhook is
 #                                called for; R (2) rounds, the order reversed each round
-#   scripts/bench.sh scale [--replicas N] [--scale-rounds R] [--compare-bin PATH]
+#   scripts/bench.sh scale [--replicas N] [--update-rounds U] [--scale-rounds R] [--compare-bin PATH]
 #                                big rings: a StatefulSet of N (1000) pods with the webhook and the
-#                                same without it, through OrderedReady and Parallel rollouts, a
-#                                rolling update and a scale to 10 and back (R (2) times, the
-#                                order alternating), on a real control plane;
+#                                same without it, through OrderedReady and Parallel rollouts, U (2)
+#                                rolling updates and R (2) scales to 10 and back (the order
+#                                alternating round by round), on a real control plane;
 #                                the ignored test big_ring_figures in tests/e2e_big_rings/main.rs (the
 #                                release webhook, started and registered as in the end-to-end tests);
 #                                --compare-bin adds another build to its memory comparison, which
@@ -402,10 +402,11 @@ big_rings_test() {
 }
 
 scale() {
-  local replicas=1000 scale_rounds=2 compare=()
+  local replicas=1000 update_rounds=2 scale_rounds=2 compare=()
   while (($#)); do
     case $1 in
     --replicas) replicas=$2; shift 2 ;;
+    --update-rounds) update_rounds=$2; shift 2 ;;
     --scale-rounds) scale_rounds=$2; shift 2 ;;
     --compare-bin) compare=("HAB_BENCH_COMPARE_BIN=$(realpath "$2")"); shift 2 ;;
     *) die "scale: unknown argument $1" ;;
@@ -413,7 +414,7 @@ scale() {
   done
   [[ ${HAB_BENCH_SKIP_BUILD:-} == 1 ]] || cargo build --release --locked --bin hab-bootstrap >&2
   big_rings_test big_ring_figures big-rings.md HAB_BENCH_REPLICAS="$replicas" HAB_BOOTSTRAP_BIN="$BIN" \
-    HAB_BENCH_SCALE_ROUNDS="$scale_rounds" "${compare[@]}"
+    HAB_BENCH_UPDATE_ROUNDS="$update_rounds" HAB_BENCH_SCALE_ROUNDS="$scale_rounds" "${compare[@]}"
 }
 
 # The peer watch file's fan-out: the sidecars are processes the test starts from the stored pods.

@@ -206,7 +206,7 @@ async fn admission_floor_figures() {
 
     let mut report = format!(
         "## What the API server records for a webhook call: ours, and the ceiling's doing nothing or patching ({replicas} pods, OrderedReady)\n\n\
-         | round | StatefulSet | its webhook answers | rollout s | API server: the webhook it calls | the webhook's own |\n|---|---|---|---|---|---|\n"
+         | round | StatefulSet | its webhook answers | rollout s | API server: the webhook it calls | the webhook's own | our webhook process: CPU / waiting for a core, ms per pod |\n|---|---|---|---|---|---|---|\n"
     );
     // Round 1 rolls out `without` and `with` first and the replayed floor last: the patch to
     // replay is taken from the plain floor's pod 0 in between. Each next round runs them the other
@@ -223,12 +223,18 @@ async fn admission_floor_figures() {
                 statefulset(name, replicas, "OrderedReady", name == "with")
             };
             let answers = answers(name);
-            let (api_before, ours_before) =
-                (Metrics::of_apiserver(&client).await, Metrics::of_webhook(&webhook));
+            let pid = webhook.pid().unwrap();
+            let (api_before, ours_before, sched_before) =
+                (Metrics::of_apiserver(&client).await, Metrics::of_webhook(&webhook), sched_seconds(pid));
             let started = Instant::now();
             create(&client, &ns, &sts).await;
             wait_rolled_out(&statefulsets, name, STEP_TIMEOUT).await;
             let seconds = started.elapsed().as_secs_f64();
+            // Our webhook runs through every rollout (it watches every StatefulSet): what it spends
+            // outside `with` is its background, the rest its admissions.
+            let sched = sched_seconds(pid).since(sched_before);
+            let per_pod = |s: f64| s * 1000.0 / f64::from(replicas);
+            let sched = format!("{:.2} / {:.2}", per_pod(sched.cpu), per_pod(sched.waiting));
             rollouts.entry(name).or_default().push(seconds);
             let api = Metrics::of_apiserver(&client).await.since(&api_before);
             let (called, own) = if name == "without" {
@@ -245,7 +251,8 @@ async fn admission_floor_figures() {
                 (called.to_string(), "—".to_owned())
             };
             eprintln!("[floor] round {round}, {name}: {seconds:.1} s; API server: {called}");
-            writeln!(report, "| {round} | {name} | {answers} | {seconds:.1} | {called} | {own} |").unwrap();
+            writeln!(report, "| {round} | {name} | {answers} | {seconds:.1} | {called} | {own} | {sched} |")
+                .unwrap();
             if name == "floor" && !replay_file.exists() {
                 let patch = our_patch_for_a_floor_pod(&client, &ns, &webhook).await;
                 eprintln!("[floor] our patch for floor-0: {} bytes", patch.len());

@@ -335,11 +335,41 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// One timed step of one StatefulSet, and what the API server counted meanwhile.
+/// The CPU time of all threads of process `pid` and their time runnable but waiting for a core,
+/// in seconds, from `/proc/<pid>/task/*/schedstat` (threads that have exited are not counted; the
+/// webhook's tokio workers live as long as it does).
+fn sched_seconds(pid: u32) -> Sched {
+    let mut total = Sched::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        let ns: Vec<f64> = stat.split_whitespace().map(|n| n.parse().unwrap()).collect();
+        total.cpu += ns[0] / 1e9;
+        total.waiting += ns[1] / 1e9;
+    }
+    total
+}
+
+/// A process's CPU time and its threads' time waiting for a core, in seconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sched {
+    cpu: f64,
+    waiting: f64,
+}
+
+impl Sched {
+    fn since(self, before: Sched) -> Sched {
+        Sched { cpu: self.cpu - before.cpu, waiting: self.waiting - before.waiting }
+    }
+}
+
+/// One timed step of one StatefulSet, and what the API server and the webhook counted meanwhile.
 struct Step {
     seconds: f64,
     apiserver: Metrics,
     webhook: Metrics,
+    /// The webhook process's CPU and waiting for a core meanwhile (it watches the other
+    /// StatefulSet too, so "without" has some).
+    webhook_sched: Sched,
 }
 
 /// The figures, a StatefulSet with the webhook and the same without.
@@ -362,16 +392,18 @@ impl Figures {
         let order = if with_first { ["with", "without"] } else { ["without", "with"] };
         let mut timed = BTreeMap::new();
         for sts in order {
-            let (api_before, ours_before) =
-                (Metrics::of_apiserver(&self.client).await, Metrics::of_webhook(webhook));
+            let pid = webhook.pid().unwrap();
+            let (api_before, ours_before, sched_before) =
+                (Metrics::of_apiserver(&self.client).await, Metrics::of_webhook(webhook), sched_seconds(pid));
             let started = Instant::now();
             change(self.statefulsets.clone(), sts).await;
             wait_rolled_out(&self.statefulsets, sts, STEP_TIMEOUT).await;
             let seconds = started.elapsed().as_secs_f64();
             let apiserver = Metrics::of_apiserver(&self.client).await.since(&api_before);
             let ours = Metrics::of_webhook(webhook).since(&ours_before);
+            let webhook_sched = sched_seconds(pid).since(sched_before);
             eprintln!("[big rings] {name}, {sts} the webhook: {seconds:.1} s");
-            timed.insert(sts, Step { seconds, apiserver, webhook: ours });
+            timed.insert(sts, Step { seconds, apiserver, webhook: ours, webhook_sched });
         }
         let (with, without) = (timed.remove("with").unwrap(), timed.remove("without").unwrap());
         self.steps.push((name.to_owned(), with, without));
@@ -454,12 +486,22 @@ async fn big_ring_figures() {
         let bytes: Vec<usize> = stored.values().map(|(b, _)| *b).collect();
         largest.insert(sts, (*bytes.iter().max().unwrap(), bytes.iter().sum::<usize>()));
     }
-    figures
-        .step("rolling update (template change)", &webhook, false, |api, sts| async move {
-            let patch = json!({"spec": {"template": {"metadata": {"annotations": {"bench/revision": "2"}}}}});
-            api.patch(sts, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
-        })
-        .await;
+    // HAB_BENCH_UPDATE_ROUNDS (2) rolling updates (a template change each), the order
+    // alternating as for the scale rounds below: the control plane slows through a long run, so
+    // the side that always went second would always pay for it.
+    let update_rounds: u32 = std::env::var("HAB_BENCH_UPDATE_ROUNDS").map_or(2, |v| v.parse().unwrap());
+    for round in 1..=update_rounds {
+        let revision = (round + 1).to_string();
+        let updater = move |api: Api<StatefulSet>, sts: &'static str| {
+            let patch =
+                json!({"spec": {"template": {"metadata": {"annotations": {"bench/revision": revision}}}}});
+            async move {
+                api.patch(sts, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+            }
+        };
+        let name = format!("rolling update (template change) ({round})");
+        figures.step(&name, &webhook, round % 2 == 0, updater).await;
+    }
     let down = replicas.min(10);
     let scaler = |to: i32| {
         move |api: Api<StatefulSet>, sts: &'static str| async move {
@@ -594,12 +636,16 @@ fn report(
     writeln!(r, "\nAPI server, our pod webhook over the whole run: {total}").unwrap();
     writeln!(
         r,
-        "\nWhat each step cost the API server, with / without: its CPU, its requests, and the requests \
-         it had most more of with the webhook (verb resource: with − without):\n"
+        "\nWhat each step cost the API server and the webhook process, with / without: the API \
+         server's CPU, the webhook's CPU and its threads' time waiting for a core, the API server's \
+         requests, and the requests it had most more of with the webhook (verb resource: with − without):\n"
     )
     .unwrap();
-    writeln!(r, "| step | API server CPU s | requests | most more with the webhook |\n|---|---|---|---|")
-        .unwrap();
+    writeln!(
+        r,
+        "| step | API server CPU s | webhook CPU s | webhook waiting for a core s | requests | most more with the webhook |\n|---|---|---|---|---|---|"
+    )
+    .unwrap();
     for (name, with, without) in &figures.steps {
         let cpu = |s: &Step| s.apiserver.sum("process_cpu_seconds_total", &[]);
         let (w, wo) = (
@@ -615,9 +661,13 @@ fn report(
         let more: Vec<String> = more.iter().take(4).map(|(k, d)| format!("{k} +{d:.0}")).collect();
         writeln!(
             r,
-            "| {name} | {:.1} / {:.1} | {:.0} / {:.0} | {} |",
+            "| {name} | {:.1} / {:.1} | {:.2} / {:.2} | {:.2} / {:.2} | {:.0} / {:.0} | {} |",
             cpu(with),
             cpu(without),
+            with.webhook_sched.cpu,
+            without.webhook_sched.cpu,
+            with.webhook_sched.waiting,
+            without.webhook_sched.waiting,
             w.values().sum::<f64>(),
             wo.values().sum::<f64>(),
             more.join(", ")
