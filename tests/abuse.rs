@@ -496,6 +496,10 @@ async fn sigterm_tells_clients_to_go_away_and_answers_through_the_delay_and_the_
             let c = non_retrying_client(&w.ca_pem, i % 2 == 0);
             let (addr, stop, results) = (w.addr, stop.clone(), results.clone());
             tokio::spawn(async move {
+                // Staggered: reviews started together take the same 300 ms and stay in step, and
+                // in step they may all end in the 50 ms between the load's stop and the
+                // listener's close, leaving none to answer through the drain.
+                tokio::time::sleep(Duration::from_millis(50 * i as u64)).await;
                 while !stop.load(Ordering::SeqCst) {
                     let started = Instant::now();
                     let outcome = match post(&c, addr, real_review()).await {
